@@ -1,0 +1,48 @@
+import * as command from "@pulumi/command";
+import * as pulumi from "@pulumi/pulumi";
+import { renderRenewHook } from "./render";
+import { Connection, remoteStep } from "./steps";
+
+export interface CertificateArgs {
+  /** How to reach the droplet as the deploy user. */
+  connection: pulumi.Input<Connection>;
+  /** Droplet id: a new droplet gets a new certificate. */
+  dropletId: pulumi.Input<string>;
+  /** Host name on the certificate. @example "api.example.com" */
+  fqdn: string;
+  /** ACME account email. @example "ops@example.com" */
+  email: string;
+  /** ACME directory URL. @default Let's Encrypt production (staging stack: Let's Encrypt staging) */
+  acmeServer: string;
+  /** PEM bundle to trust for a private ACME server. @default none */
+  acmeCaBundle?: string;
+}
+
+/**
+ * A certificate for the site from the ACME server (certbot, webroot challenge answered by nginx),
+ * renewed by the packaged systemd timer with a deploy hook that reloads nginx.
+ */
+export class Certificate extends pulumi.ComponentResource {
+  /** The certbot step: the TLS site depends on it. */
+  readonly issued: command.remote.Command;
+  /** Path of the certificate chain on the server. */
+  readonly certificatePath: string;
+
+  constructor(name: string, args: CertificateArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("dropstack:index:Certificate", name, {}, opts);
+    this.certificatePath = `/etc/letsencrypt/live/${args.fqdn}/fullchain.pem`;
+    this.issued = remoteStep(`${name}-certbot`, {
+      connection: args.connection,
+      script: "certificate",
+      values: {
+        FQDN: args.fqdn,
+        EMAIL: args.email,
+        ACME_SERVER: args.acmeServer,
+        ACME_CA_BUNDLE: args.acmeCaBundle ?? "",
+        RENEW_HOOK: renderRenewHook(),
+      },
+      triggers: [args.dropletId],
+    }, { parent: this });
+    this.registerOutputs({ certificatePath: this.certificatePath });
+  }
+}

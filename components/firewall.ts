@@ -1,0 +1,53 @@
+import * as digitalocean from "@pulumi/digitalocean";
+import * as pulumi from "@pulumi/pulumi";
+
+const EVERYWHERE = ["0.0.0.0/0", "::/0"];
+
+export interface FirewallArgs {
+  /** Firewall name. @example "shop-prod" */
+  firewallName: string;
+  /** Droplet the firewall applies to. */
+  dropletId: pulumi.Input<string>;
+  /** Networks that may reach SSH. No default: allow-all must be written out. @example ["203.0.113.0/24"] */
+  sshAllowedCidrs: string[];
+}
+
+/** Inbound rules: SSH from the configured networks, HTTP and HTTPS from anywhere, ICMP. */
+export function inboundRules(sshAllowedCidrs: string[]): digitalocean.types.input.FirewallInboundRule[] {
+  return [
+    { protocol: "tcp", portRange: "22", sourceAddresses: sshAllowedCidrs },
+    { protocol: "tcp", portRange: "80", sourceAddresses: EVERYWHERE },
+    { protocol: "tcp", portRange: "443", sourceAddresses: EVERYWHERE },
+    { protocol: "icmp", sourceAddresses: EVERYWHERE },
+  ];
+}
+
+/** Outbound rules: only what the server needs (DNS, HTTP/HTTPS for apt and ACME, NTP, ICMP). */
+export function outboundRules(): digitalocean.types.input.FirewallOutboundRule[] {
+  return [
+    { protocol: "udp", portRange: "53", destinationAddresses: EVERYWHERE },
+    { protocol: "tcp", portRange: "53", destinationAddresses: EVERYWHERE },
+    { protocol: "tcp", portRange: "80", destinationAddresses: EVERYWHERE },
+    { protocol: "tcp", portRange: "443", destinationAddresses: EVERYWHERE },
+    { protocol: "udp", portRange: "123", destinationAddresses: EVERYWHERE },
+    { protocol: "icmp", destinationAddresses: EVERYWHERE },
+  ];
+}
+
+/** DigitalOcean cloud firewall attached to the droplet. */
+export class Firewall extends pulumi.ComponentResource {
+  /** Firewall id. */
+  readonly firewallId: pulumi.Output<string>;
+
+  constructor(name: string, args: FirewallArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("dropstack:index:Firewall", name, {}, opts);
+    const fw = new digitalocean.Firewall(`${name}-fw`, {
+      name: args.firewallName,
+      dropletIds: [pulumi.output(args.dropletId).apply((id) => Number(id))],
+      inboundRules: inboundRules(args.sshAllowedCidrs),
+      outboundRules: outboundRules(),
+    }, { parent: this });
+    this.firewallId = fw.id;
+    this.registerOutputs({ firewallId: this.firewallId });
+  }
+}

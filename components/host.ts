@@ -1,0 +1,68 @@
+import * as command from "@pulumi/command";
+import * as pulumi from "@pulumi/pulumi";
+import { renderNginxDefault } from "./render";
+import { Connection, remoteStep } from "./steps";
+
+export interface HostSetupArgs {
+  /** How to reach the droplet as the deploy user. */
+  connection: pulumi.Input<Connection>;
+  /** Droplet id: a new droplet re-runs every step. */
+  dropletId: pulumi.Input<string>;
+  /** App name: its user, folders and supervisor program. @default "app" */
+  app: string;
+  /** Deploy user created by cloud-init. @default "deploy" */
+  deployUser: string;
+  /** The generated deploy key's public line (always authorized). */
+  deployPublicKey: pulumi.Input<string>;
+  /** Admins' public keys, authorized for the deploy user. @default [] */
+  adminSshKeys: string[];
+  /** Extra Debian packages. @default [] */
+  aptPackages: string[];
+  /** How long to wait for cloud-init on a new droplet, in seconds. @default 900 */
+  cloudInitTimeoutSeconds?: number;
+}
+
+/**
+ * Prepares a droplet over SSH: waits for cloud-init, then installs nginx, supervisor, gunicorn,
+ * python3-venv and certbot, creates the app's user and folders and installs the deploy user's keys.
+ * Its steps re-run only when their scripts or these settings change, never for an app change.
+ */
+export class HostSetup extends pulumi.ComponentResource {
+  /** The last provisioning step: later steps depend on it. */
+  readonly ready: command.remote.Command;
+
+  constructor(name: string, args: HostSetupArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("dropstack:index:HostSetup", name, {}, opts);
+    const cloudInit = this.waitForCloudInit(name, args);
+    this.ready = this.provision(name, args, cloudInit);
+    this.registerOutputs({ ready: this.ready.stdout });
+  }
+
+  private waitForCloudInit(name: string, args: HostSetupArgs): command.remote.Command {
+    return remoteStep(`${name}-cloud-init`, {
+      connection: args.connection,
+      script: "wait-ready",
+      values: { TIMEOUT_SECONDS: String(args.cloudInitTimeoutSeconds ?? 900) },
+      triggers: [args.dropletId],
+    }, { parent: this });
+  }
+
+  private provision(name: string, args: HostSetupArgs, after: pulumi.Resource): command.remote.Command {
+    const nginx = renderNginxDefault();
+    const authorizedKeys = pulumi.output(args.deployPublicKey).apply((deployKey) =>
+      [deployKey.trim(), ...args.adminSshKeys.map((k) => k.trim())].map((k) => `${k}\n`).join(""));
+    return remoteStep(`${name}-base`, {
+      connection: args.connection,
+      script: "base",
+      values: {
+        APP: args.app,
+        DEPLOY_USER: args.deployUser,
+        AUTHORIZED_KEYS: authorizedKeys,
+        APT_PACKAGES: args.aptPackages.join(" "),
+        NGINX_DEFAULT: nginx.defaultServer,
+        NGINX_ACME_SNIPPET: nginx.acmeSnippet,
+      },
+      triggers: [args.dropletId],
+    }, { parent: this, dependsOn: [after] });
+  }
+}

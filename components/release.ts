@@ -1,0 +1,93 @@
+import * as command from "@pulumi/command";
+import * as pulumi from "@pulumi/pulumi";
+import { renderEnvJson, renderGunicornConf, renderSupervisorProgram } from "./render";
+import { contentHash, folderHash } from "./shell";
+import { Connection, remoteStep } from "./steps";
+
+export interface AppReleaseArgs {
+  /** How to reach the droplet as the deploy user. */
+  connection: pulumi.Input<Connection>;
+  /** Droplet id: a new droplet gets the release again. */
+  dropletId: pulumi.Input<string>;
+  /** App name. @default "app" */
+  app: string;
+  /** Local folder with the app's source. @example "/home/me/shop/app" */
+  sourceDir: string;
+  /** WSGI target. @default "app:app" */
+  wsgi: string;
+  /** gunicorn workers. @default 2 x CPUs + 1, decided on the server */
+  workers?: number;
+  /** Plain environment variables. @default {} */
+  env: Record<string, string>;
+  /** Secret environment variables. @default {} */
+  secretEnv: pulumi.Input<Record<string, string>>;
+  /** True when secretEnv holds anything: the step then logs nothing and its outputs are secret. @default false */
+  hasSecrets: boolean;
+  /** Health check path. @default "/healthz" */
+  healthPath: string;
+  /** Host header of the health check. */
+  fqdn: string;
+  /** Releases kept. @default 5 */
+  keepReleases: number;
+  /** Deploy user (owns the upload). @default "deploy" */
+  deployUser: string;
+  /** Who triggers releases, for the server's audit log. @example "pulumi:prod" */
+  triggeredBy: string;
+}
+
+/**
+ * The app released into /srv/<app>/releases/<id> with its own virtualenv; `current` flips to it and
+ * gunicorn (under supervisor, on a unix socket) must pass the health check, else the previous
+ * release stays. The id is a hash of the app's files and its settings, so the release runs again
+ * exactly when one of them changes.
+ */
+export class AppRelease extends pulumi.ComponentResource {
+  /** Release id (content hash), as on the server. */
+  readonly releaseId: string;
+  /** The release step's output (secret when the environment holds secrets). */
+  readonly stdout: pulumi.Output<string>;
+
+  constructor(name: string, args: AppReleaseArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("dropstack:index:AppRelease", name, {}, opts);
+    const gunicornConf = renderGunicornConf({ app: args.app, workers: args.workers });
+    const supervisorConf = renderSupervisorProgram({ app: args.app, wsgi: args.wsgi });
+    this.releaseId = `r${contentHash(folderHash(args.sourceDir), gunicornConf, supervisorConf).slice(0, 12)}`;
+    const uploadDir = `/home/${args.deployUser}/dropstack-upload-${this.releaseId}`;
+    const upload = this.upload(name, args, uploadDir);
+    const step = this.release(name, args, { uploadDir, gunicornConf, supervisorConf }, upload);
+    this.stdout = step.stdout;
+    this.registerOutputs({ releaseId: this.releaseId });
+  }
+
+  private upload(name: string, args: AppReleaseArgs, uploadDir: string): command.remote.CopyToRemote {
+    return new command.remote.CopyToRemote(`${name}-upload`, {
+      connection: args.connection,
+      source: new pulumi.asset.FileArchive(args.sourceDir),
+      remotePath: uploadDir,
+      triggers: [this.releaseId, args.dropletId],
+    }, { parent: this });
+  }
+
+  private release(name: string, args: AppReleaseArgs, files: { uploadDir: string; gunicornConf: string; supervisorConf: string },
+    upload: pulumi.Resource): command.remote.Command {
+    const envJson = pulumi.output(args.secretEnv).apply((secretEnv) => renderEnvJson({ ...args.env, ...secretEnv }));
+    return remoteStep(`${name}-release`, {
+      connection: args.connection,
+      script: "release",
+      secret: args.hasSecrets,
+      values: {
+        APP: args.app,
+        RELEASE_ID: this.releaseId,
+        UPLOAD_DIR: files.uploadDir,
+        ENV_JSON: envJson,
+        GUNICORN_CONF: files.gunicornConf,
+        SUPERVISOR_CONF: files.supervisorConf,
+        HEALTH_PATH: args.healthPath,
+        HEALTH_HOST: args.fqdn,
+        KEEP_RELEASES: String(args.keepReleases),
+        TRIGGERED_BY: args.triggeredBy,
+      },
+      triggers: [this.releaseId, args.dropletId],
+    }, { parent: this, dependsOn: [upload] });
+  }
+}

@@ -1,0 +1,71 @@
+// Rendering of the files dropstack installs on the server, from the templates in remote/templates.
+// Pure functions of validated settings: unit-tested as text and checked by nginx -t and supervisor.
+import { readRemoteFile, renderTemplate } from "./shell";
+
+/** Values spliced into config files may not break out of their line or directive. */
+function inert(name: string, value: string): void {
+  if (/[\r\n{};#"'`$\\]/.test(value) && name !== "proxy") {
+    throw new Error(`value for {{${name}}} contains a character that could change the file's meaning: ${JSON.stringify(value)}`);
+  }
+}
+
+export interface SiteSettings {
+  /** App name (validated: [a-z][a-z0-9-]*). */
+  app: string;
+  /** Host name the site answers on. */
+  fqdn: string;
+  /** HTTPS with a certificate in /etc/letsencrypt/live/<fqdn>/. */
+  tls: boolean;
+  /** nginx client_max_body_size. */
+  maxBodySize: string;
+}
+
+/** The app's nginx site. nginx's own $variables pass through untouched. */
+export function renderNginxSite(s: SiteSettings): string {
+  const proxy = renderTemplate(readRemoteFile("templates/nginx-proxy.conf"), { app: s.app, max_body_size: s.maxBodySize }, inert);
+  const template = readRemoteFile(s.tls ? "templates/nginx-site-tls.conf" : "templates/nginx-site-http.conf");
+  return renderTemplate(template, { app: s.app, fqdn: s.fqdn, proxy: proxy.replace(/\n$/, "") }, inert);
+}
+
+/** nginx's catch-all server and the ACME challenge snippet (no settings). */
+export function renderNginxDefault(): { defaultServer: string; acmeSnippet: string } {
+  return {
+    defaultServer: readRemoteFile("templates/nginx-default.conf"),
+    acmeSnippet: readRemoteFile("templates/nginx-acme.conf"),
+  };
+}
+
+/** supervisor's program section for the app. `%` is doubled: supervisor expands %(name)s. */
+export function renderSupervisorProgram(s: { app: string; wsgi: string }): string {
+  return renderTemplate(readRemoteFile("templates/supervisor-program.conf"), { app: s.app, wsgi: s.wsgi.replace(/%/g, "%%") }, inert);
+}
+
+/** gunicorn's config file; workers unset means 2 x CPUs + 1 on the server. */
+export function renderGunicornConf(s: { app: string; workers?: number }): string {
+  const workers = s.workers === undefined ? "multiprocessing.cpu_count() * 2 + 1" : String(s.workers);
+  return renderTemplate(readRemoteFile("templates/gunicorn.conf.py"), { app: s.app, workers }, inert);
+}
+
+/** The droplet's cloud-init user data: the deploy user and its key, nothing that changes later. */
+export function renderCloudConfig(s: { deployUser: string; deployPublicKey: string }): string {
+  return renderTemplate(readRemoteFile("templates/cloud-config.yaml"), {
+    deploy_user: s.deployUser,
+    deploy_public_key: s.deployPublicKey.trim(),
+  }, (name, value) => {
+    if (/[\r\n]/.test(value) || (name === "deploy_user" && !/^[a-z_][a-z0-9_-]*$/.test(value))) {
+      throw new Error(`cloud-config value {{${name}}} is not a single safe line: ${JSON.stringify(value)}`);
+    }
+  });
+}
+
+/** The app's environment as JSON with sorted keys (stable text: no change, no re-run). */
+export function renderEnvJson(env: Record<string, string>): string {
+  const sorted: Record<string, string> = {};
+  for (const k of Object.keys(env).sort()) sorted[k] = env[k];
+  return `${JSON.stringify(sorted, null, 2)}\n`;
+}
+
+/** The deploy hook certbot runs after a renewal. */
+export function renderRenewHook(): string {
+  return readRemoteFile("templates/renew-hook.sh");
+}

@@ -1,0 +1,109 @@
+// Remote commands as data: small pure functions that build the exact text a remote command runs.
+//
+// A remote step is a script from remote/ (prefixed by remote/lib.sh) run as
+//   sudo -n bash -c '<lib + script>' dropstack-<name>
+// with its settings on stdin as NAME=<base64> lines. Nothing a user configures is ever spliced into
+// shell text: values travel base64-encoded through stdin and are decoded into variables by lib.sh,
+// so quotes, `$`, backslashes, newlines and unicode arrive byte for byte.
+import * as crypto from "crypto";
+import * as fs from "fs";
+import * as path from "path";
+
+export const REMOTE_DIR = path.join(__dirname, "..", "remote");
+
+/** Quotes a string for a POSIX shell: the result is one word whatever the input holds. */
+export function shellQuote(value: string): string {
+  if (value === "") return "''";
+  if (/^[A-Za-z0-9_@%+=:,./-]+$/.test(value)) return value;
+  return `'${value.replace(/'/g, `'\\''`)}'`;
+}
+
+/** Reads a file under remote/ (a script or a template). */
+export function readRemoteFile(relative: string): string {
+  return fs.readFileSync(path.join(REMOTE_DIR, relative), "utf8");
+}
+
+/** The full text a step runs: remote/lib.sh followed by the step's script (its shebang dropped). */
+export function scriptText(name: string): string {
+  const lib = readRemoteFile("lib.sh");
+  const body = readRemoteFile(`${name}.sh`).replace(/^#!.*\n/, "");
+  return `${lib}\n# ---- ${name}.sh ----\n${body}`;
+}
+
+/** The command line for a step: the script runs under sudo in a fresh bash, named for `ps` and logs. */
+export function stepCommand(name: string): string {
+  return `sudo -n bash -c ${shellQuote(scriptText(name))} ${shellQuote(`dropstack-${name}`)}`;
+}
+
+/** Encodes settings for a step's stdin: one NAME=<base64 of the UTF-8 value> line each, sorted. */
+export function encodeValues(values: Record<string, string>): string {
+  return Object.keys(values)
+    .sort()
+    .map((k) => {
+      if (!/^[A-Z][A-Z0-9_]*$/.test(k)) throw new Error(`remote value name ${JSON.stringify(k)} must be UPPER_SNAKE_CASE`);
+      return `${k}=${Buffer.from(values[k], "utf8").toString("base64")}\n`;
+    })
+    .join("");
+}
+
+/** Inverse of encodeValues (used by tests and the local cloud). */
+export function decodeValues(stdin: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of stdin.split("\n")) {
+    if (!line) continue;
+    const i = line.indexOf("=");
+    out[line.slice(0, i)] = Buffer.from(line.slice(i + 1), "base64").toString("utf8");
+  }
+  return out;
+}
+
+/** A short, stable content hash (hex) of the given parts. */
+export function contentHash(...parts: string[]): string {
+  const h = crypto.createHash("sha256");
+  for (const p of parts) h.update(`${p.length}:${p}`);
+  return h.digest("hex");
+}
+
+/** Files of a folder, sorted, relative, skipping caches and VCS folders. */
+export function listFiles(dir: string): string[] {
+  const skip = new Set(["__pycache__", ".git", ".venv", "venv", "node_modules", ".pytest_cache"]);
+  const out: string[] = [];
+  const walk = (rel: string) => {
+    for (const entry of fs.readdirSync(path.join(dir, rel), { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
+      if (skip.has(entry.name) || entry.name.endsWith(".pyc")) continue;
+      const r = rel ? `${rel}/${entry.name}` : entry.name;
+      if (entry.isDirectory()) walk(r);
+      else if (entry.isFile()) out.push(r);
+    }
+  };
+  walk("");
+  return out;
+}
+
+/** Content hash of a folder: names, executable bits and bytes of every file. */
+export function folderHash(dir: string): string {
+  const parts: string[] = [];
+  for (const rel of listFiles(dir)) {
+    const full = path.join(dir, rel);
+    const mode = fs.statSync(full).mode & 0o111 ? "x" : "-";
+    parts.push(rel, mode, crypto.createHash("sha256").update(fs.readFileSync(full)).digest("hex"));
+  }
+  return contentHash(...parts);
+}
+
+/**
+ * Fills a template's {{name}} placeholders. Only placeholders are touched, so nginx's own `$host`
+ * or `$remote_addr` survive; every placeholder must be given and every value must pass `check`.
+ */
+export function renderTemplate(template: string, values: Record<string, string>, check: (name: string, value: string) => void = () => {}): string {
+  const used = new Set<string>();
+  const out = template.replace(/\{\{([a-zA-Z0-9_]+)\}\}/g, (_m, name: string) => {
+    if (!(name in values)) throw new Error(`template placeholder {{${name}}} has no value`);
+    check(name, values[name]);
+    used.add(name);
+    return values[name];
+  });
+  const unused = Object.keys(values).filter((k) => !used.has(k));
+  if (unused.length) throw new Error(`template values not used: ${unused.join(", ")}`);
+  return out;
+}

@@ -1,0 +1,39 @@
+import * as command from "@pulumi/command";
+import * as pulumi from "@pulumi/pulumi";
+import { renderNginxSite } from "./render";
+import { Connection, remoteStep } from "./steps";
+
+export interface NginxSiteArgs {
+  /** How to reach the droplet as the deploy user. */
+  connection: pulumi.Input<Connection>;
+  /** Droplet id: a new droplet re-runs the step. */
+  dropletId: pulumi.Input<string>;
+  /** App name (upstream, socket path). @default "app" */
+  app: string;
+  /** Host name the site answers on. @example "api.example.com" */
+  fqdn: string;
+  /** Serve HTTPS (needs the certificate) and redirect HTTP to it. @default true */
+  tls: boolean;
+  /** Largest request body. @default "10m" */
+  maxBodySize: string;
+}
+
+/** nginx in front of gunicorn's unix socket: proxy headers, static files, HTTPS and the redirect. */
+export class NginxSite extends pulumi.ComponentResource {
+  /** The rendered site configuration (as installed in /etc/nginx/sites-available). */
+  readonly config: string;
+  /** The step that installs it. */
+  readonly installed: command.remote.Command;
+
+  constructor(name: string, args: NginxSiteArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("dropstack:index:NginxSite", name, {}, opts);
+    this.config = renderNginxSite({ app: args.app, fqdn: args.fqdn, tls: args.tls, maxBodySize: args.maxBodySize });
+    this.installed = remoteStep(`${name}-nginx`, {
+      connection: args.connection,
+      script: "site",
+      values: { APP: args.app, NGINX_SITE: this.config },
+      triggers: [args.dropletId],
+    }, { parent: this });
+    this.registerOutputs({ config: this.config });
+  }
+}

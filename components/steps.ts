@@ -1,0 +1,32 @@
+// A remote step as a Pulumi resource: one script from remote/, its settings on stdin.
+import * as command from "@pulumi/command";
+import * as pulumi from "@pulumi/pulumi";
+import { contentHash, encodeValues, scriptText, stepCommand } from "./shell";
+
+export type Connection = command.types.input.remote.ConnectionArgs;
+
+export interface RemoteStepArgs {
+  /** How to reach the server (host, deploy user, generated key). */
+  connection: pulumi.Input<Connection>;
+  /** Script in remote/ without ".sh", e.g. "base". */
+  script: string;
+  /** Settings passed on stdin (base64-encoded, never on the command line). */
+  values: Record<string, pulumi.Input<string>>;
+  /** True when a value is a secret: stdin stays secret and nothing is logged. Default false. */
+  secret?: boolean;
+  /** Extra values whose change re-runs the step (e.g. the droplet id). Default none. */
+  triggers?: pulumi.Input<string>[];
+}
+
+/** Creates the Command that runs `remote/<script>.sh` with `values` on stdin. */
+export function remoteStep(name: string, args: RemoteStepArgs, opts: pulumi.CustomResourceOptions): command.remote.Command {
+  const encoded = pulumi.all(args.values).apply((v) => encodeValues(v));
+  return new command.remote.Command(name, {
+    connection: args.connection,
+    create: stepCommand(args.script),
+    stdin: args.secret ? pulumi.secret(encoded) : encoded,
+    triggers: [contentHash(scriptText(args.script)), ...(args.triggers ?? [])],
+    logging: args.secret ? "none" : "stdoutAndStderr",
+    addPreviousOutputInEnv: false,
+  }, { ...opts, additionalSecretOutputs: args.secret ? ["stdout", "stderr"] : undefined });
+}

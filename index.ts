@@ -1,0 +1,97 @@
+// dropstack: a Python WSGI app on a hardened DigitalOcean droplet over HTTPS, one `pulumi up` per stack.
+// This file only reads the stack's config and composes the components; see components/.
+import * as pulumi from "@pulumi/pulumi";
+import { AppRelease } from "./components/release";
+import { Certificate } from "./components/certificate";
+import { loadConfig } from "./components/config";
+import { Dns } from "./components/dns";
+import { Firewall } from "./components/firewall";
+import { HostSetup } from "./components/host";
+import { DeployKey } from "./components/keys";
+import { Server } from "./components/server";
+import { NginxSite } from "./components/site";
+
+const cfg = loadConfig(pulumi.runtime.allConfig(), __dirname);
+const stack = pulumi.getStack();
+const base = `${cfg.appName}-${stack}`;
+
+const deployKey = new DeployKey("deploy-key", { keyName: `dropstack-${base}-deploy` });
+const server = new Server("server", {
+  dropletName: base,
+  region: cfg.region,
+  size: cfg.size,
+  image: cfg.image,
+  ipv6: cfg.ipv6,
+  monitoring: cfg.monitoring,
+  backups: cfg.backups,
+  tags: ["dropstack", `dropstack-${stack}`, ...cfg.tags],
+  deployUser: cfg.deployUser,
+  deployPublicKey: deployKey.publicKeyOpenssh,
+  deployKeyFingerprint: deployKey.fingerprint,
+  protect: cfg.protect,
+});
+new Firewall("firewall", { firewallName: base, dropletId: server.dropletId, sshAllowedCidrs: cfg.sshAllowedCidrs });
+const dns = new Dns("dns", {
+  domain: cfg.domain,
+  host: cfg.host,
+  ipv4Address: server.ipv4Address,
+  ipv6Address: cfg.ipv6 ? server.ipv6Address : undefined,
+});
+
+const connection = {
+  host: server.ipv4Address,
+  user: cfg.deployUser,
+  privateKey: deployKey.privateKeyOpenssh,
+  dialErrorLimit: 40,
+  perDialTimeout: 15,
+};
+const onServer = { connection, dropletId: server.dropletId };
+
+const host = new HostSetup("host", {
+  ...onServer,
+  app: cfg.appName,
+  deployUser: cfg.deployUser,
+  deployPublicKey: deployKey.publicKeyOpenssh,
+  adminSshKeys: cfg.adminSshKeys,
+  aptPackages: cfg.aptPackages,
+});
+const certificate = cfg.tls
+  ? new Certificate("certificate", {
+    ...onServer,
+    fqdn: cfg.fqdn,
+    email: cfg.acmeEmail ?? "",
+    acmeServer: cfg.acmeServer,
+    acmeCaBundle: cfg.acmeCaBundle,
+  }, { dependsOn: [host.ready, dns] })
+  : undefined;
+const site = new NginxSite("site", {
+  ...onServer,
+  app: cfg.appName,
+  fqdn: cfg.fqdn,
+  tls: cfg.tls,
+  maxBodySize: cfg.maxBodySize,
+}, { dependsOn: [host.ready, ...(certificate ? [certificate.issued] : [])] });
+const release = new AppRelease("app", {
+  ...onServer,
+  app: cfg.appName,
+  sourceDir: cfg.appDir,
+  wsgi: cfg.wsgi,
+  workers: cfg.workers,
+  env: cfg.env,
+  secretEnv: pulumi.secret(cfg.secretEnv),
+  hasSecrets: Object.keys(cfg.secretEnv).length > 0,
+  healthPath: cfg.healthPath,
+  fqdn: cfg.fqdn,
+  keepReleases: cfg.keepReleases,
+  deployUser: cfg.deployUser,
+  triggeredBy: `pulumi:${stack}`,
+}, { dependsOn: [host.ready, site.installed] });
+
+export const ipv4Address = server.ipv4Address;
+export const ipv6Address = server.ipv6Address;
+export const fqdn = cfg.fqdn;
+export const url = `${cfg.tls ? "https" : "http"}://${cfg.fqdn}/`;
+export const dropletId = server.dropletId;
+export const releaseId = release.releaseId;
+export const sshCommand = pulumi.interpolate`ssh ${cfg.deployUser}@${server.ipv4Address}`;
+export const deployPublicKey = deployKey.publicKeyOpenssh;

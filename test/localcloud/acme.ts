@@ -1,0 +1,244 @@
+// A real ACME server on loopback: pebble (Let's Encrypt's test server) plus
+// pebble-challtestsrv as its DNS. Pebble validates HTTP-01 challenges by
+// connecting to port 80 of the address that challtestsrv gives for the name, so
+// pointing a name at a VM's loopback address lets a guest obtain certificates.
+//
+// Pebble's own HTTPS listener uses a certificate from a small CA made here with
+// openssl; clients must trust that CA (`caBundlePem`). Certificates that pebble
+// issues chain to a different root, fetched with `rootCertificatePem()`.
+import { ChildProcess, spawn } from "child_process";
+import * as fs from "fs";
+import * as fsp from "fs/promises";
+import * as http from "http";
+import * as https from "https";
+import * as path from "path";
+import { registerProcess, stopProcess } from "./processes";
+import { canBind, freePort, Logger, noLog, run, tailFile, waitUntil } from "./util";
+
+export interface StartPebbleOptions {
+  /** Certificates, config and logs go into <workDir>/pebble/. */
+  workDir: string;
+  log?: Logger;
+}
+
+export interface Pebble {
+  /** The ACME directory as a qemu user-network guest reaches it (the host is 10.0.2.2). */
+  directoryUrlForGuest: string;
+  directoryUrlForHost: string;
+  /** The CA that signed pebble's HTTPS certificate (for REQUESTS_CA_BUNDLE / curl --cacert). */
+  caBundlePem: string;
+  caBundlePath: string;
+  /** The mock DNS server pebble resolves names with, "127.0.0.1:<port>". */
+  dnsServer: string;
+  /** Address challtestsrv answers for names without a record (nothing listens there). */
+  defaultIPv4: string;
+  /** The root that certificates issued by pebble chain to (fetched from the management API). */
+  rootCertificatePem(): Promise<string>;
+  addARecord(host: string, ipv4: string): Promise<void>;
+  addAAAARecord(host: string, ipv6: string): Promise<void>;
+  /** Removes the A and AAAA records of `host`. */
+  clearRecord(host: string): Promise<void>;
+  stop(): Promise<void>;
+}
+
+const LISTEN_HOST = "127.0.0.1";
+const ACME_PORT = 14000;
+const MANAGEMENT_PORT = 15000;
+const GUEST_HOST_ADDRESS = "10.0.2.2";
+/** Outside freeLoopbackAddress()'s range 127.0.0.20-250, so no VM ever has it. */
+const DEFAULT_IPV4 = "127.0.0.254";
+
+interface Certs {
+  caPem: string;
+  caPath: string;
+  leafCert: string;
+  leafKey: string;
+}
+
+export async function startPebble(opts: StartPebbleOptions): Promise<Pebble> {
+  const log = opts.log ?? noLog;
+  const dir = path.resolve(opts.workDir, "pebble");
+  await fsp.rm(dir, { recursive: true, force: true });
+  await fsp.mkdir(dir, { recursive: true });
+  await requireFreePorts([ACME_PORT, MANAGEMENT_PORT]);
+  const certs = await makeCertificates(dir);
+  const dnsPort = await freePort(LISTEN_HOST);
+  const dnsManagementPort = await freePort(LISTEN_HOST);
+  const started: ChildProcess[] = [];
+  try {
+    started.push(startChalltestsrv(dir, dnsPort, dnsManagementPort));
+    started.push(await startPebbleServer(dir, certs, dnsPort));
+    await waitForServers(dir, certs.caPem, dnsManagementPort, started);
+  } catch (err) {
+    await stopChildren(started);
+    throw err;
+  }
+  log(`pebble: ACME directory https://${LISTEN_HOST}:${ACME_PORT}/dir, mock DNS ${LISTEN_HOST}:${dnsPort}`);
+  return makePebble(certs, dnsPort, dnsManagementPort, started);
+}
+
+async function requireFreePorts(ports: number[]): Promise<void> {
+  for (const port of ports) {
+    if (!(await canBind(LISTEN_HOST, port))) {
+      throw new Error(`startPebble: ${LISTEN_HOST}:${port} is already in use (is another pebble running?)`);
+    }
+  }
+}
+
+/** A throwaway CA and a leaf for pebble's HTTPS listeners, valid for every address it is reached at. */
+async function makeCertificates(dir: string): Promise<Certs> {
+  const p = (name: string) => path.join(dir, name);
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  await run("openssl", [
+    ...["req", "-x509", ...ec, "-keyout", p("ca.key"), "-out", p("ca.pem"), "-days", "30"],
+    ...["-subj", "/CN=dropstack localcloud pebble HTTPS CA"],
+    ...["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+  ]);
+  await run("openssl", ["req", "-new", ...ec, "-keyout", p("leaf.key"), "-out", p("leaf.csr"), "-subj", "/CN=localhost"]);
+  await fsp.writeFile(
+    p("leaf.ext"),
+    [
+      `subjectAltName=DNS:localhost,IP:127.0.0.1,IP:${GUEST_HOST_ADDRESS}`,
+      "basicConstraints=critical,CA:FALSE",
+      "keyUsage=critical,digitalSignature",
+      "extendedKeyUsage=serverAuth",
+      "subjectKeyIdentifier=hash",
+      "authorityKeyIdentifier=keyid,issuer",
+      "",
+    ].join("\n"),
+  );
+  await run("openssl", [
+    ...["x509", "-req", "-in", p("leaf.csr"), "-CA", p("ca.pem"), "-CAkey", p("ca.key"), "-CAcreateserial"],
+    ...["-days", "30", "-extfile", p("leaf.ext"), "-out", p("leaf.pem")],
+  ]);
+  return { caPem: await fsp.readFile(p("ca.pem"), "utf8"), caPath: p("ca.pem"), leafCert: p("leaf.pem"), leafKey: p("leaf.key") };
+}
+
+function startChalltestsrv(dir: string, dnsPort: number, managementPort: number): ChildProcess {
+  const args = [
+    ...["-dns01", `${LISTEN_HOST}:${dnsPort}`, "-management", `${LISTEN_HOST}:${managementPort}`],
+    ...["-http01", "", "-https01", "", "-tlsalpn01", ""],
+    ...["-defaultIPv4", DEFAULT_IPV4, "-defaultIPv6", ""],
+  ];
+  return startDaemon("pebble-challtestsrv", args, path.join(dir, "challtestsrv.log"), "challtestsrv", {});
+}
+
+async function startPebbleServer(dir: string, certs: Certs, dnsPort: number): Promise<ChildProcess> {
+  const configFile = path.join(dir, "pebble-config.json");
+  const config = {
+    pebble: {
+      listenAddress: `${LISTEN_HOST}:${ACME_PORT}`,
+      managementListenAddress: `${LISTEN_HOST}:${MANAGEMENT_PORT}`,
+      certificate: certs.leafCert,
+      privateKey: certs.leafKey,
+      httpPort: 80,
+      tlsPort: 443,
+      ocspResponderURL: "",
+      externalAccountBindingRequired: false,
+    },
+  };
+  await fsp.writeFile(configFile, JSON.stringify(config, null, 2));
+  const args = ["-config", configFile, "-dnsserver", `${LISTEN_HOST}:${dnsPort}`];
+  return startDaemon("pebble", args, path.join(dir, "pebble.log"), "pebble", { PEBBLE_VA_NOSLEEP: "1" });
+}
+
+function startDaemon(
+  cmd: string,
+  args: string[],
+  logFile: string,
+  kind: "pebble" | "challtestsrv",
+  env: Record<string, string>,
+): ChildProcess {
+  const out = fs.openSync(logFile, "a");
+  const child = spawn(cmd, args, { stdio: ["ignore", out, out], env: { ...process.env, ...env } });
+  fs.closeSync(out);
+  if (child.pid === undefined) throw new Error(`cannot start ${cmd} (see ${logFile}): ${tailFile(logFile, 20)}`);
+  // Node records the exit here, so the registry never signals a recycled PID for long.
+  child.on("error", () => undefined);
+  registerProcess(child.pid, { kind, cmdlineMark: cmd, description: `${cmd} (log ${logFile})` });
+  return child;
+}
+
+async function waitForServers(dir: string, caPem: string, dnsManagementPort: number, children: ChildProcess[]): Promise<void> {
+  const debug = () =>
+    `--- challtestsrv.log ---\n${tailFile(path.join(dir, "challtestsrv.log"), 30)}\n` +
+    `--- pebble.log ---\n${tailFile(path.join(dir, "pebble.log"), 30)}`;
+  await waitUntil(
+    "pebble and pebble-challtestsrv to answer",
+    30_000,
+    async () => {
+      const dead = children.find((c) => c.exitCode !== null || c.signalCode !== null);
+      if (dead) throw new Error(`${dead.spawnfile} exited (${dead.exitCode ?? dead.signalCode}) while starting\n${debug()}`);
+      const dns = await httpRequest(`http://${LISTEN_HOST}:${dnsManagementPort}/`, "GET").catch(() => undefined);
+      const acme = await httpRequest(`https://${LISTEN_HOST}:${ACME_PORT}/dir`, "GET", { ca: caPem }).catch(() => undefined);
+      return dns && acme?.status === 200 ? true : undefined;
+    },
+    { intervalMs: 200, debug },
+  );
+}
+
+async function stopChildren(children: ChildProcess[]): Promise<void> {
+  for (const child of children) if (child.pid !== undefined) await stopProcess(child.pid, "SIGTERM", 10_000);
+}
+
+function makePebble(certs: Certs, dnsPort: number, dnsManagementPort: number, children: ChildProcess[]): Pebble {
+  const dnsApi = async (endpoint: string, body: object) => {
+    const url = `http://${LISTEN_HOST}:${dnsManagementPort}${endpoint}`;
+    const res = await httpRequest(url, "POST", { body: JSON.stringify(body) });
+    if (res.status !== 200) throw new Error(`challtestsrv POST ${endpoint} ${JSON.stringify(body)}: HTTP ${res.status} ${res.body}`);
+  };
+  return {
+    directoryUrlForGuest: `https://${GUEST_HOST_ADDRESS}:${ACME_PORT}/dir`,
+    directoryUrlForHost: `https://${LISTEN_HOST}:${ACME_PORT}/dir`,
+    caBundlePem: certs.caPem,
+    caBundlePath: certs.caPath,
+    dnsServer: `${LISTEN_HOST}:${dnsPort}`,
+    defaultIPv4: DEFAULT_IPV4,
+    rootCertificatePem: async () => {
+      const url = `https://${LISTEN_HOST}:${MANAGEMENT_PORT}/roots/0`;
+      const res = await httpRequest(url, "GET", { ca: certs.caPem });
+      if (res.status !== 200 || !res.body.includes("BEGIN CERTIFICATE")) {
+        throw new Error(`pebble GET ${url}: HTTP ${res.status} ${res.body.slice(0, 500)}`);
+      }
+      return res.body;
+    },
+    addARecord: (host, ipv4) => dnsApi("/add-a", { host: fqdn(host), addresses: [ipv4] }),
+    addAAAARecord: (host, ipv6) => dnsApi("/add-aaaa", { host: fqdn(host), addresses: [ipv6] }),
+    clearRecord: async (host) => {
+      await dnsApi("/clear-a", { host: fqdn(host) });
+      await dnsApi("/clear-aaaa", { host: fqdn(host) });
+    },
+    stop: () => stopChildren(children),
+  };
+}
+
+function fqdn(host: string): string {
+  return host.endsWith(".") ? host : `${host}.`;
+}
+
+interface HttpResponse {
+  status: number;
+  body: string;
+}
+
+/** One HTTP(S) request to a loopback server; `ca` is the only CA trusted for HTTPS. */
+function httpRequest(url: string, method: string, opts: { ca?: string; body?: string } = {}): Promise<HttpResponse> {
+  return new Promise((resolve, reject) => {
+    const u = new URL(url);
+    const lib = u.protocol === "https:" ? https : http;
+    const req = lib.request(
+      u,
+      { method, ca: opts.ca, timeout: 10_000, headers: opts.body ? { "content-type": "application/json" } : {} },
+      (res) => {
+        let body = "";
+        res.setEncoding("utf8");
+        res.on("data", (chunk: string) => (body += chunk));
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+        res.on("error", reject);
+      },
+    );
+    req.on("timeout", () => req.destroy(new Error(`${method} ${url}: no answer within 10 s`)));
+    req.on("error", (err) => reject(new Error(`${method} ${url}: ${err.message}`)));
+    req.end(opts.body);
+  });
+}

@@ -1,0 +1,276 @@
+// Boots a simulated droplet: a qemu (TCG) VM from the cached Debian image, on a
+// fresh copy-on-write overlay, with a NoCloud seed that carries the droplet's
+// user-data and SSH keys the way DigitalOcean supplies them. Its ports 22, 80
+// and 443 are forwarded from a loopback address of its own (e.g. 127.0.0.23),
+// so the "droplet" is reached at that address on its standard ports.
+import * as fs from "fs";
+import * as fsp from "fs/promises";
+import * as net from "net";
+import * as path from "path";
+import { randomBytes } from "crypto";
+import { stringify } from "yaml";
+import { ensureImage, Image } from "./image";
+import { isRunning, killRegistered, registerProcess, stopProcess } from "./processes";
+import { canBind, Logger, noLog, run, tailFile, waitUntil } from "./util";
+
+export interface BootVmOptions {
+  /** Names the VM's directory under workDir (and its instance-id). */
+  name: string;
+  /** Loopback address the VM's ports 22/80/443 are forwarded from, e.g. 127.0.0.23. */
+  address: string;
+  /** The droplet's user_data, passed to cloud-init unchanged. */
+  userData: string;
+  /** OpenSSH public key lines, as DigitalOcean passes a droplet's registered SSH keys. */
+  publicKeys: string[];
+  hostname: string;
+  /** The VM's files go into <workDir>/<name>/. */
+  workDir: string;
+  memoryMb?: number;
+  log?: Logger;
+}
+
+export interface Vm {
+  name: string;
+  address: string;
+  /** Directory with the overlay, seed, console log, QMP socket and pidfile. */
+  dir: string;
+  pid: number;
+  /** Path of the serial console log. */
+  consoleLog: string;
+  consoleTail(lines?: number): string;
+  /** Polls until the VM's sshd sends its "SSH-" banner on address:22. */
+  waitForSsh(timeoutMs: number): Promise<void>;
+  /** ACPI power-down via QMP; kills the process if it has not exited within timeoutMs. */
+  powerOff(timeoutMs?: number): Promise<void>;
+  isRunning(): boolean;
+}
+
+const FORWARDED_PORTS = [22, 80, 443];
+/** Addresses handed out by freeLoopbackAddress() in this process and not yet bound by qemu. */
+const reserved = new Set<string>();
+
+/**
+ * A loopback address 127.0.0.N (20 <= N <= 250) on which ports 22, 80 and 443
+ * can all be bound right now, and which this process has not handed out before.
+ */
+export async function freeLoopbackAddress(): Promise<string> {
+  const first = 20;
+  const count = 231;
+  const offset = Math.floor(Math.random() * count);
+  for (let i = 0; i < count; i++) {
+    const address = `127.0.0.${first + ((offset + i) % count)}`;
+    if (reserved.has(address)) continue;
+    if (await allBindable(address)) {
+      reserved.add(address);
+      return address;
+    }
+  }
+  throw new Error(`no loopback address 127.0.0.${first}-${first + count - 1} has ports ${FORWARDED_PORTS} free`);
+}
+
+async function allBindable(address: string): Promise<boolean> {
+  for (const port of FORWARDED_PORTS) if (!(await canBind(address, port))) return false;
+  return true;
+}
+
+/** Kills every VM this process started (SIGKILL, synchronous). */
+export function stopAll(): void {
+  killRegistered(["qemu"]);
+}
+
+export async function bootVm(opts: BootVmOptions): Promise<Vm> {
+  const log = opts.log ?? noLog;
+  if (!/^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(opts.address)) {
+    throw new Error(`bootVm(${opts.name}): address ${opts.address} is not a loopback (127.0.0.0/8) address`);
+  }
+  const image = await ensureImage(log);
+  const dir = path.resolve(opts.workDir, opts.name);
+  await prepareDir(dir);
+  await writeSeed(dir, opts);
+  await run("qemu-img", ["create", "-q", "-f", "qcow2", "-F", "raw", "-b", image.disk, path.join(dir, "overlay.qcow2")]);
+  const pid = await startQemu(dir, image, opts);
+  reserved.delete(opts.address);
+  log(`vm ${opts.name}: qemu pid ${pid} started, ports 22/80/443 on ${opts.address}, console ${consolePath(dir)}`);
+  return makeVm(dir, pid, opts, log);
+}
+
+function consolePath(dir: string): string {
+  return path.join(dir, "console.log");
+}
+
+function qmpPath(dir: string): string {
+  return path.join(dir, "qmp.sock");
+}
+
+/** Creates the VM directory, refusing if a qemu from an earlier run still uses it. */
+async function prepareDir(dir: string): Promise<void> {
+  const pidFile = path.join(dir, "qemu.pid");
+  const oldPid = fs.existsSync(pidFile) ? Number.parseInt(fs.readFileSync(pidFile, "utf8"), 10) : NaN;
+  if (Number.isFinite(oldPid) && isRunning(oldPid, qmpPath(dir))) {
+    throw new Error(`bootVm: a qemu (pid ${oldPid}) from an earlier run still uses ${dir}; stop it first`);
+  }
+  if (Buffer.byteLength(qmpPath(dir)) > 100) {
+    throw new Error(`bootVm: QMP socket path ${qmpPath(dir)} is too long for a unix socket; use a shorter workDir`);
+  }
+  await fsp.rm(dir, { recursive: true, force: true });
+  await fsp.mkdir(dir, { recursive: true });
+}
+
+/** The NoCloud seed: meta-data as DigitalOcean would give it, user-data verbatim. */
+async function writeSeed(dir: string, opts: BootVmOptions): Promise<void> {
+  const metaData = stringify({
+    "instance-id": `${opts.name}-${randomBytes(4).toString("hex")}`,
+    "local-hostname": opts.hostname,
+    "public-keys": opts.publicKeys.map((k) => k.trim()),
+  });
+  const userDataFile = path.join(dir, "user-data");
+  const metaDataFile = path.join(dir, "meta-data");
+  await fsp.writeFile(userDataFile, opts.userData);
+  await fsp.writeFile(metaDataFile, metaData);
+  await run("cloud-localds", [path.join(dir, "seed.img"), userDataFile, metaDataFile]);
+}
+
+async function startQemu(dir: string, image: Image, opts: BootVmOptions): Promise<number> {
+  const a = opts.address;
+  const forwards = FORWARDED_PORTS.map((p) => `hostfwd=tcp:${a}:${p}-:${p}`).join(",");
+  const pidFile = path.join(dir, "qemu.pid");
+  const args = [
+    ...["-name", opts.name, "-accel", "tcg", "-cpu", "max", "-machine", "q35"],
+    ...["-m", String(opts.memoryMb ?? 2048), "-smp", "2"],
+    ...["-kernel", image.kernel, "-initrd", image.initrd],
+    ...["-append", "root=/dev/vda rw console=ttyS0 net.ifnames=0"],
+    ...["-drive", `file=${path.join(dir, "overlay.qcow2")},if=virtio,format=qcow2`],
+    ...["-drive", `file=${path.join(dir, "seed.img")},if=virtio,format=raw,readonly=on`],
+    ...["-netdev", `user,id=n0,ipv6=off,${forwards}`, "-device", "virtio-net-pci,netdev=n0"],
+    ...["-device", "virtio-rng-pci"],
+    ...["-display", "none", "-monitor", "none", "-serial", `file:${consolePath(dir)}`],
+    ...["-qmp", `unix:${qmpPath(dir)},server=on,wait=off`],
+    ...["-pidfile", pidFile, "-daemonize"],
+  ];
+  await run("qemu-system-x86_64", args, { timeoutMs: 60_000 });
+  const pid = Number.parseInt(await fsp.readFile(pidFile, "utf8"), 10);
+  if (!Number.isFinite(pid)) throw new Error(`qemu for ${opts.name} wrote no usable pid to ${pidFile}`);
+  registerProcess(pid, { kind: "qemu", cmdlineMark: qmpPath(dir), description: `qemu VM ${opts.name}` });
+  return pid;
+}
+
+function makeVm(dir: string, pid: number, opts: BootVmOptions, log: Logger): Vm {
+  const consoleLog = consolePath(dir);
+  const consoleTail = (lines = 60) => tailFile(consoleLog, lines);
+  const running = () => isRunning(pid, qmpPath(dir));
+  return {
+    name: opts.name,
+    address: opts.address,
+    dir,
+    pid,
+    consoleLog,
+    consoleTail,
+    isRunning: running,
+    waitForSsh: async (timeoutMs) => {
+      const start = Date.now();
+      await waitUntil(
+        `the SSH banner of VM ${opts.name} on ${opts.address}:22`,
+        timeoutMs,
+        async () => {
+          if (!running()) throw new Error(`VM ${opts.name} (qemu pid ${pid}) exited while booting\n${consoleDebug(consoleLog)}`);
+          return (await readBanner(opts.address, 22, 5000))?.startsWith("SSH-") ? true : undefined;
+        },
+        { intervalMs: 1000, debug: () => consoleDebug(consoleLog) },
+      );
+      log(`vm ${opts.name}: ssh answers ${((Date.now() - start) / 1000).toFixed(1)} s after waiting began`);
+    },
+    powerOff: async (timeoutMs = 90_000) => {
+      await powerOff(dir, pid, opts.name, timeoutMs, log);
+    },
+  };
+}
+
+function consoleDebug(consoleLog: string): string {
+  return `--- VM console ${consoleLog} (last 60 lines) ---\n${tailFile(consoleLog, 60)}`;
+}
+
+/** Connects to host:port and returns the first line the server sends, or undefined. */
+function readBanner(host: string, port: number, timeoutMs: number): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host, port });
+    let data = "";
+    const done = (value: string | undefined) => {
+      socket.destroy();
+      resolve(value);
+    };
+    socket.setTimeout(timeoutMs, () => done(undefined));
+    socket.on("data", (d: Buffer) => {
+      data += d.toString("latin1");
+      if (data.includes("\n") || data.length >= 4) done(data);
+    });
+    socket.on("error", () => done(undefined));
+    socket.on("close", () => done(data || undefined));
+  });
+}
+
+async function powerOff(dir: string, pid: number, name: string, timeoutMs: number, log: Logger): Promise<void> {
+  if (!isRunning(pid, qmpPath(dir))) {
+    await stopProcess(pid, "SIGKILL", 5000);
+    return;
+  }
+  const start = Date.now();
+  try {
+    await qmp(qmpPath(dir), ["qmp_capabilities", "system_powerdown"], 10_000);
+  } catch (err) {
+    log(`vm ${name}: QMP system_powerdown failed (${(err as Error).message}); killing pid ${pid}`);
+    await stopProcess(pid, "SIGKILL", 5000);
+    return;
+  }
+  try {
+    await waitUntil(`VM ${name} (qemu pid ${pid}) to power off`, timeoutMs, () => (isRunning(pid, qmpPath(dir)) ? undefined : true), {
+      intervalMs: 250,
+      debug: () => consoleDebug(consolePath(dir)),
+    });
+    log(`vm ${name}: powered off in ${((Date.now() - start) / 1000).toFixed(1)} s`);
+  } catch (err) {
+    log(`vm ${name}: ${(err as Error).message.split("\n")[0]}; killing pid ${pid}`);
+  }
+  await stopProcess(pid, "SIGKILL", 5000); // no-op when it already exited; unregisters it
+}
+
+/** Sends QMP commands in order over the unix socket, each awaiting its "return". */
+function qmp(socketPath: string, commands: string[], timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(socketPath);
+    const queue = [...commands];
+    let buffer = "";
+    let greeted = false;
+    const fail = (msg: string) => {
+      socket.destroy();
+      reject(new Error(`QMP ${socketPath}: ${msg}`));
+    };
+    socket.setTimeout(timeoutMs, () => fail(`no answer within ${timeoutMs} ms (pending: ${queue.join(", ")})`));
+    const sendNext = () => {
+      const command = queue.shift();
+      if (command === undefined) {
+        socket.end();
+        resolve();
+        return;
+      }
+      socket.write(`${JSON.stringify({ execute: command })}\n`);
+    };
+    socket.on("data", (d: Buffer) => {
+      buffer += d.toString();
+      let newline: number;
+      while ((newline = buffer.indexOf("\n")) >= 0) {
+        const line = buffer.slice(0, newline).trim();
+        buffer = buffer.slice(newline + 1);
+        if (!line) continue;
+        const msg = JSON.parse(line) as { QMP?: unknown; return?: unknown; error?: { desc?: string } };
+        if (msg.error) return fail(`error: ${msg.error.desc ?? line}`);
+        if (msg.QMP !== undefined && !greeted) {
+          greeted = true;
+          sendNext();
+        } else if (msg.return !== undefined) {
+          sendNext();
+        }
+      }
+    });
+    socket.on("error", (err) => fail(err.message));
+  });
+}
