@@ -1,0 +1,80 @@
+// Stand-in outputs for the unit tests: what DigitalOcean, tls and the command provider would
+// return, deterministic so that two evaluations can be compared.
+import * as crypto from "crypto";
+import * as pulumi from "@pulumi/pulumi";
+import { runProgram, RunResult } from "../support/program";
+import { stackConfig } from "../support/stackConfig";
+
+export const DROPLET_IPV4 = "203.0.113.10";
+export const DROPLET_IPV6 = "2001:db8::10";
+export const DEPLOY_PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDropstackUnitTestPublicKeyAAAAAAAAAAAAAAAA";
+export const DEPLOY_PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nunit-test-deploy-key\n-----END OPENSSH PRIVATE KEY-----\n";
+
+function fakeState(args: pulumi.runtime.MockResourceArgs): Record<string, unknown> {
+  switch (args.type) {
+    case "tls:index/privateKey:PrivateKey":
+      return { ...args.inputs, publicKeyOpenssh: `${DEPLOY_PUBLIC_KEY}\n`, privateKeyOpenssh: DEPLOY_PRIVATE_KEY };
+    case "digitalocean:index/sshKey:SshKey":
+      return { ...args.inputs, fingerprint: "3b:16:bf:e4:8b:00:8b:b8:59:8c:a9:d3:f0:19:45:fa" };
+    case "digitalocean:index/droplet:Droplet":
+      return { ...args.inputs, ipv4Address: DROPLET_IPV4, ipv6Address: args.inputs.ipv6 ? DROPLET_IPV6 : undefined, status: "active" };
+    case "digitalocean:index/dnsRecord:DnsRecord":
+      return { ...args.inputs, fqdn: `${args.inputs.name === "@" ? "" : `${args.inputs.name}.`}${args.inputs.domain}` };
+    case "command:remote:Command":
+      return { ...args.inputs, stdout: "", stderr: "" };
+    default:
+      return { ...args.inputs };
+  }
+}
+
+export interface FakeRunOptions {
+  stack?: string;
+  overrides?: Record<string, unknown>;
+  secretKeys?: string[];
+  preview?: boolean;
+}
+
+/** Runs the program over a stack's config with stand-in outputs. */
+export function runFake(opts: FakeRunOptions = {}): Promise<RunResult> {
+  const stack = opts.stack ?? "staging";
+  return runProgram({
+    stack,
+    config: stackConfig(stack, opts.overrides),
+    secretKeys: opts.secretKeys,
+    preview: opts.preview,
+    newResource: async (args) => ({
+      id: opts.preview ? "" : `${args.name}-${crypto.createHash("sha256").update(args.type + args.name).digest("hex").slice(0, 8)}`,
+      state: opts.preview ? args.inputs : fakeState(args),
+    }),
+  });
+}
+
+// Secrets arrive in mock inputs as {[specialSigKey]: specialSecretSig, value}.
+const SIG = pulumi.runtime.specialSigKey;
+export function isSecretValue(v: unknown): v is { value: unknown } {
+  return typeof v === "object" && v !== null && (v as Record<string, unknown>)[SIG] === pulumi.runtime.specialSecretSig;
+}
+
+/** Unwraps secret markers everywhere (for assertions on content). */
+export function plain(v: unknown): unknown {
+  if (isSecretValue(v)) return plain(v.value);
+  if (Array.isArray(v)) return v.map(plain);
+  if (v && typeof v === "object") return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, plain(x)]));
+  return v;
+}
+
+/** Every string in `v` that is not inside a secret, with its path. */
+export function plainStrings(v: unknown, at = ""): { path: string; value: string }[] {
+  if (isSecretValue(v)) return [];
+  if (typeof v === "string") return [{ path: at, value: v }];
+  if (Array.isArray(v)) return v.flatMap((x, i) => plainStrings(x, `${at}[${i}]`));
+  if (v && typeof v === "object") return Object.entries(v).flatMap(([k, x]) => plainStrings(x, at ? `${at}.${k}` : k));
+  return [];
+}
+
+export const byType = (r: RunResult, type: string) => r.resources.filter((x) => x.type === type);
+export const byName = (r: RunResult, name: string) => {
+  const found = r.resources.find((x) => x.name === name);
+  if (!found) throw new Error(`no resource named ${name}; have: ${r.resources.map((x) => x.name).join(", ")}`);
+  return found;
+};

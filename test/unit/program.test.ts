@@ -1,0 +1,175 @@
+import * as assert from "assert";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { decodeValues } from "../../components/shell";
+import { PROJECT_DIR } from "../support/stackConfig";
+import { byName, byType, DEPLOY_PRIVATE_KEY, DROPLET_IPV4, DROPLET_IPV6, isSecretValue, plain, plainStrings, runFake } from "./fakeCloud";
+
+const COMMAND = "command:remote:Command";
+const COPY = "command:remote:CopyToRemote";
+const remoteResources = (r: Awaited<ReturnType<typeof runFake>>) => r.resources.filter((x) => x.type === COMMAND || x.type === COPY);
+const stdinOf = (res: { inputs: Record<string, unknown> }) => decodeValues(String(plain(res.inputs.stdin)));
+
+for (const stack of ["staging", "prod"]) {
+  describe(`program on the ${stack} stack`, () => {
+    it("attaches a firewall with exactly the documented rules to the droplet", async () => {
+      const r = await runFake({ stack });
+      const [fw] = byType(r, "digitalocean:index/firewall:Firewall");
+      const droplet = byName(r, "server-droplet");
+      assert.deepStrictEqual(fw.inputs.dropletIds, [Number(droplet.id)]);
+      const all = ["0.0.0.0/0", "::/0"];
+      assert.deepStrictEqual(fw.inputs.inboundRules, [
+        { protocol: "tcp", portRange: "22", sourceAddresses: ["203.0.113.0/24"] },
+        { protocol: "tcp", portRange: "80", sourceAddresses: all },
+        { protocol: "tcp", portRange: "443", sourceAddresses: all },
+        { protocol: "icmp", sourceAddresses: all },
+      ]);
+      assert.deepStrictEqual(fw.inputs.outboundRules, [
+        { protocol: "udp", portRange: "53", destinationAddresses: all },
+        { protocol: "tcp", portRange: "53", destinationAddresses: all },
+        { protocol: "tcp", portRange: "80", destinationAddresses: all },
+        { protocol: "tcp", portRange: "443", destinationAddresses: all },
+        { protocol: "udp", portRange: "123", destinationAddresses: all },
+        { protocol: "icmp", destinationAddresses: all },
+      ]);
+    });
+
+    it("points the A and AAAA records at the droplet's addresses", async () => {
+      const r = await runFake({ stack });
+      const records = byType(r, "digitalocean:index/dnsRecord:DnsRecord");
+      assert.deepStrictEqual(records.map((x) => [x.inputs.type, x.inputs.value, x.inputs.domain]).sort(),
+        [["A", DROPLET_IPV4, "example.com"], ["AAAA", DROPLET_IPV6, "example.com"]]);
+      const noV6 = await runFake({ stack, overrides: { ipv6: false } });
+      assert.deepStrictEqual(byType(noV6, "digitalocean:index/dnsRecord:DnsRecord").map((x) => x.inputs.type), ["A"]);
+    });
+
+    it("connects every remote command to the droplet as the deploy user with the generated key", async () => {
+      const r = await runFake({ stack });
+      const remote = remoteResources(r);
+      assert.ok(remote.length >= 5, `expected the remote steps, got ${remote.map((x) => x.name)}`);
+      for (const res of remote) {
+        assert.ok(isSecretValue(res.inputs.connection), `${res.name}: connection must be secret`);
+        const conn = plain(res.inputs.connection) as Record<string, unknown>;
+        assert.strictEqual(conn.host, DROPLET_IPV4, res.name);
+        assert.strictEqual(conn.user, "deploy", res.name);
+        assert.strictEqual(conn.privateKey, DEPLOY_PRIVATE_KEY, res.name);
+      }
+      const droplet = byName(r, "server-droplet");
+      assert.match(String(droplet.inputs.userData), /ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDropstack/);
+      assert.deepStrictEqual(droplet.inputs.sshKeys, ["3b:16:bf:e4:8b:00:8b:b8:59:8c:a9:d3:f0:19:45:fa"]);
+    });
+
+    it("runs the steps in order: cloud-init, base, certificate, site, upload, release", async () => {
+      const r = await runFake({ stack });
+      const order = remoteResources(r).map((x) => x.name);
+      const pos = (n: string) => {
+        const i = order.indexOf(n);
+        assert.ok(i >= 0, `${n} missing from ${order}`);
+        return i;
+      };
+      assert.ok(pos("host-cloud-init") < pos("host-base"));
+      assert.ok(pos("host-base") < pos("certificate-certbot"));
+      assert.ok(pos("certificate-certbot") < pos("site-nginx"));
+      assert.ok(pos("site-nginx") < pos("app-release"));
+      assert.ok(pos("app-upload") < pos("app-release"));
+    });
+
+    it("gives identical resource inputs on two evaluations (a no-change up changes nothing)", async () => {
+      const a = await runFake({ stack });
+      const b = await runFake({ stack });
+      assert.deepStrictEqual(plain(b.resources.map((x) => [x.name, x.inputs])), plain(a.resources.map((x) => [x.name, x.inputs])));
+    });
+  });
+}
+
+describe("what an app change re-runs", () => {
+  let copy: string;
+  before(() => {
+    copy = fs.mkdtempSync(path.join(os.tmpdir(), "dropstack-app-"));
+    fs.cpSync(path.join(PROJECT_DIR, "app"), copy, { recursive: true });
+  });
+  after(() => fs.rmSync(copy, { recursive: true, force: true }));
+
+  it("changes only the upload and the release, never provisioning", async () => {
+    const before = await runFake({ overrides: { appSource: copy } });
+    fs.appendFileSync(path.join(copy, "app.py"), "\n# a change\n");
+    const after = await runFake({ overrides: { appSource: copy } });
+    const changed = after.resources
+      .filter((res) => JSON.stringify(plain(res.inputs)) !== JSON.stringify(plain(byName(before, res.name).inputs)))
+      .map((res) => res.name).sort();
+    assert.deepStrictEqual(changed, ["app-release", "app-upload"]);
+    const outBefore = before.outputs.releaseId.value;
+    assert.notStrictEqual(after.outputs.releaseId.value, outBefore);
+  });
+
+  it("keeps the app's content and settings out of provisioning triggers and stdin", async () => {
+    const r = await runFake({ overrides: { appSource: copy, wsgi: "app:app", env: { MARKER_ENV: "marker-value-1" } } });
+    for (const name of ["host-cloud-init", "host-base", "certificate-certbot", "site-nginx"]) {
+      const text = JSON.stringify(plain(byName(r, name).inputs));
+      assert.ok(!text.includes("marker-value-1"), `${name} carries an app setting`);
+      assert.ok(!text.includes(copy), `${name} carries the app folder`);
+      assert.ok(!text.includes(String(r.outputs.releaseId.value)), `${name} carries the release id`);
+    }
+  });
+});
+
+describe("secrets", () => {
+  const secretValue = "s3cr3t-'\"$HOME`id`\\n-ünïcode";
+  const run = () => runFake({
+    overrides: { secretEnv: { API_TOKEN: secretValue } },
+    secretKeys: ["dropstack:secretEnv"],
+  });
+
+  it("keeps a secret env value secret in every input and out of every plain value", async () => {
+    const r = await run();
+    for (const res of r.resources) {
+      for (const s of plainStrings(res.inputs)) {
+        assert.ok(!s.value.includes(secretValue), `${res.name}.${s.path} holds the secret in plain text`);
+        assert.ok(!s.value.includes(Buffer.from(secretValue).toString("base64")), `${res.name}.${s.path} holds the secret base64-encoded`);
+      }
+    }
+    for (const [name, o] of Object.entries(r.outputs)) {
+      assert.ok(!JSON.stringify(o.value ?? "").includes(secretValue), `output ${name} holds the secret`);
+    }
+    const release = byName(r, "app-release");
+    assert.ok(isSecretValue(release.inputs.stdin), "release stdin must be secret");
+    assert.strictEqual(release.inputs.logging, "none");
+    assert.strictEqual(JSON.parse(stdinOf(release).ENV_JSON).API_TOKEN, secretValue, "the value arrives unchanged");
+  });
+
+  it("keeps the deploy private key out of plain inputs and outputs", async () => {
+    const r = await run();
+    for (const res of r.resources) {
+      assert.ok(!plainStrings(res.inputs).some((s) => s.value.includes("unit-test-deploy-key")), res.name);
+    }
+    assert.ok(!JSON.stringify(r.outputs).includes("unit-test-deploy-key"));
+  });
+});
+
+describe("staging and prod differ where they must", () => {
+  it("names, host, ACME server, size, backups and protection", async () => {
+    const staging = await runFake({ stack: "staging" });
+    const prod = await runFake({ stack: "prod" });
+    const dStaging = byName(staging, "server-droplet");
+    const dProd = byName(prod, "server-droplet");
+    assert.strictEqual(dStaging.inputs.name, "app-staging");
+    assert.strictEqual(dProd.inputs.name, "app-prod");
+    assert.notStrictEqual(dStaging.inputs.size, dProd.inputs.size);
+    assert.strictEqual(dProd.inputs.backups, true);
+    assert.strictEqual(staging.outputs.fqdn.value, "staging.example.com");
+    assert.strictEqual(prod.outputs.fqdn.value, "example.com");
+    assert.strictEqual(stdinOf(byName(staging, "certificate-certbot")).ACME_SERVER, "https://acme-staging-v02.api.letsencrypt.org/directory");
+    assert.strictEqual(stdinOf(byName(prod, "certificate-certbot")).ACME_SERVER, "https://acme-v02.api.letsencrypt.org/directory");
+    assert.notStrictEqual(byName(staging, "deploy-key-do").inputs.name, byName(prod, "deploy-key-do").inputs.name);
+  });
+});
+
+describe("preview", () => {
+  it("evaluates with unknown outputs and no errors", async () => {
+    const r = await runFake({ preview: true });
+    assert.ok(r.resources.length >= 10, `registered ${r.resources.length} resources`);
+    assert.strictEqual(r.outputs.ipv4Address.known, false);
+    assert.strictEqual(r.outputs.fqdn.value, "staging.example.com");
+  });
+});
