@@ -183,7 +183,7 @@ export function rawFromPulumiConfig(all: Record<string, string>): { raw: Record<
     try {
       raw[key] = JSON.parse(text);
     } catch {
-      problems.push(`${fullKey}: ${JSON.stringify(text)} is not valid YAML/JSON for this setting`);
+      raw[key] = text; // not JSON: the schema reports what type it expected
     }
   }
   return { raw, problems };
