@@ -1,0 +1,222 @@
+// Rendered files checked by the real tools: nginx -t, supervisor's own parser, shellcheck, bash.
+import * as assert from "assert";
+import { execFileSync, spawnSync } from "child_process";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import * as YAML from "yaml";
+import {
+  renderCloudConfig, renderEnvJson, renderGunicornConf, renderNginxDefault, renderNginxSite, renderSupervisorProgram,
+} from "../../components/render";
+import { encodeValues, readRemoteFile, renderTemplate, scriptText, shellQuote, stepCommand } from "../../components/shell";
+
+const STEPS = ["wait-ready", "base", "certificate", "site", "release"];
+const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "dropstack-render-"));
+
+function requireTool(tool: string): void {
+  if (spawnSync("which", [tool]).status !== 0) {
+    throw new Error(`${tool} is not installed: run .ci/install-host-packages.sh`);
+  }
+}
+
+/** Runs `nginx -t` over the given site files in a throwaway prefix with a throwaway certificate. */
+function nginxTest(files: Record<string, string>, fqdn: string): { ok: boolean; output: string } {
+  requireTool("nginx");
+  const dir = tmp();
+  const live = path.join(dir, "live", fqdn);
+  fs.mkdirSync(live, { recursive: true });
+  execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+    "-subj", `/CN=${fqdn}`, "-keyout", path.join(live, "privkey.pem"), "-out", path.join(live, "fullchain.pem")], { stdio: "pipe" });
+  fs.mkdirSync(path.join(dir, "snippets"));
+  fs.writeFileSync(path.join(dir, "snippets", "dropstack-acme.conf"), renderNginxDefault().acmeSnippet);
+  const includes = Object.entries(files).map(([name, text]) => {
+    fs.writeFileSync(path.join(dir, name), text.split("/etc/letsencrypt/live/").join(`${dir}/live/`));
+    return `    include ${path.join(dir, name)};`;
+  });
+  fs.writeFileSync(path.join(dir, "nginx.conf"), [
+    `pid ${dir}/nginx.pid;`, `error_log ${dir}/error.log;`, "events {}", "http {",
+    "    include /etc/nginx/mime.types;", `    access_log off;`, ...includes, "}", "",
+  ].join("\n"));
+  const r = spawnSync("nginx", ["-t", "-p", dir, "-c", path.join(dir, "nginx.conf"), "-e", path.join(dir, "error.log")], { encoding: "utf8" });
+  fs.rmSync(dir, { recursive: true, force: true });
+  return { ok: r.status === 0, output: `${r.stdout}${r.stderr}` };
+}
+
+describe("nginx configuration", () => {
+  const site = { app: "shop", fqdn: "api.example.com", tls: true, maxBodySize: "10m" };
+
+  it("the HTTPS site and the default server pass nginx -t", () => {
+    const r = nginxTest({ "default.conf": renderNginxDefault().defaultServer, "site.conf": renderNginxSite(site) }, site.fqdn);
+    assert.ok(r.ok, r.output);
+  });
+
+  it("the plain-HTTP site passes nginx -t", () => {
+    const r = nginxTest({ "site.conf": renderNginxSite({ ...site, tls: false }) }, site.fqdn);
+    assert.ok(r.ok, r.output);
+  });
+
+  it("nginx -t catches a broken site (the check can fail)", () => {
+    const r = nginxTest({ "site.conf": renderNginxSite(site).replace("proxy_redirect off;", "proxy_redirect off") }, site.fqdn);
+    assert.ok(!r.ok, "a missing semicolon must fail nginx -t");
+  });
+
+  it("keeps nginx's own $variables and renders TLS 1.2/1.3 only with a redirect", () => {
+    const text = renderNginxSite(site);
+    for (const v of ["$host", "$request_uri", "$remote_addr", "$proxy_add_x_forwarded_for", "$scheme", "$uri"]) {
+      assert.ok(text.includes(v), `${v} lost in rendering`);
+    }
+    assert.match(text, /ssl_protocols TLSv1\.2 TLSv1\.3;/);
+    assert.match(text, /return 301 https:\/\/\$host\$request_uri;/);
+    assert.doesNotMatch(text, /\{\{|\}\}/);
+    assert.doesNotMatch(text, /ssl_stapling/);
+    assert.match(text, /server unix:\/run\/dropstack-shop\/app\.sock/);
+  });
+
+  it("refuses values that could inject a directive", () => {
+    for (const fqdn of ["a.example.com;\n}", "a.example.com { return 200; }", "$host.example.com"]) {
+      assert.throws(() => renderNginxSite({ ...site, fqdn }), /could change the file's meaning/);
+    }
+  });
+});
+
+describe("supervisor program", () => {
+  // Debian's python3 (the one supervisor is installed for), not whatever python3 is first on PATH.
+  const debianPython = "/usr/bin/python3";
+
+  it("parses with supervisor's own loader: gunicorn on the current release, as the app user, % kept", () => {
+    requireTool("supervisord");
+    const text = renderSupervisorProgram({ app: "shop", wsgi: "shop.wsgi:create_app()" });
+    assert.match(text, /^user=shop$/m);
+    const dir = tmp();
+    const conf = path.join(dir, "supervisord.conf");
+    // The user "shop" exists only on the server; supervisor checks users while parsing, so use root here.
+    fs.writeFileSync(conf, `[supervisord]\nlogfile=${dir}/s.log\npidfile=${dir}/s.pid\n\n${text.replace("user=shop", "user=root").split("/srv/shop/shared/log/").join(`${dir}/`)}`);
+    const py = [
+      "import json, sys",
+      "from supervisor.options import ServerOptions",
+      "o = ServerOptions()",
+      "o.realize(['-c', sys.argv[1]])",
+      "p = o.process_group_configs[0].process_configs[0]",
+      "print(json.dumps({'name': p.name, 'command': p.command, 'directory': p.directory, 'umask': p.umask}))",
+    ].join("\n");
+    const r = spawnSync(debianPython, ["-c", py, conf], { encoding: "utf8" });
+    fs.rmSync(dir, { recursive: true, force: true });
+    assert.strictEqual(r.status, 0, r.stderr);
+    const p = JSON.parse(r.stdout);
+    assert.strictEqual(p.name, "shop");
+    assert.strictEqual(p.command, "/srv/shop/current/.venv/bin/python -m gunicorn --config /srv/shop/shared/gunicorn.conf.py shop.wsgi:create_app()");
+    assert.strictEqual(p.directory, "/srv/shop/current");
+    assert.strictEqual(p.umask, 0o007);
+  });
+
+  it("supervisor's loader rejects a broken section (the check can fail)", () => {
+    const dir = tmp();
+    const conf = path.join(dir, "supervisord.conf");
+    fs.writeFileSync(conf, `[supervisord]\nlogfile=${dir}/s.log\n\n[program:x]\ncommand=/bin/true\nautorestart=maybe\n`);
+    const r = spawnSync(debianPython, ["-c", "import sys\nfrom supervisor.options import ServerOptions\nServerOptions().realize(['-c', sys.argv[1]])", conf], { encoding: "utf8" });
+    fs.rmSync(dir, { recursive: true, force: true });
+    assert.notStrictEqual(r.status, 0);
+  });
+});
+
+describe("gunicorn config", () => {
+  it("is valid Python binding a unix socket, with fixed or CPU-derived workers", () => {
+    for (const workers of [1, undefined]) {
+      const text = renderGunicornConf({ app: "shop", workers });
+      const dir = tmp();
+      fs.writeFileSync(path.join(dir, "gunicorn.conf.py"), text);
+      execFileSync("python3", ["-m", "py_compile", path.join(dir, "gunicorn.conf.py")]);
+      fs.rmSync(dir, { recursive: true, force: true });
+      assert.match(text, /bind = "unix:\/run\/dropstack-shop\/app\.sock"/);
+      assert.match(text, workers ? /workers = 1\n/ : /workers = multiprocessing\.cpu_count\(\) \* 2 \+ 1/);
+      assert.doesNotMatch(text, /0\.0\.0\.0|127\.0\.0\.1/);
+    }
+  });
+
+  it("loads the environment from env.json exactly", () => {
+    const env = { MULTI: "line1\nline2\n", QUOTES: `'"\`$HOME\\`, UNI: "ünïcødé ✓", EQ: "a=b=c" };
+    const text = renderEnvJson(env);
+    const r = spawnSync("python3", ["-c", "import json,sys; d=json.load(sys.stdin); sys.stdout.write(json.dumps(d, sort_keys=True))"], { input: text, encoding: "utf8" });
+    assert.deepStrictEqual(JSON.parse(r.stdout), env);
+  });
+});
+
+describe("cloud-init user data", () => {
+  it("is #cloud-config YAML creating only the deploy user with the deploy key", () => {
+    const key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq0ZmVgtq7V5H7lJ0sN7H1n2mE6w3xZ1YlB2m8jF0aQ";
+    const text = renderCloudConfig({ deployUser: "deploy", deployPublicKey: `${key}\n` });
+    assert.ok(text.startsWith("#cloud-config\n"));
+    const doc = YAML.parse(text);
+    assert.deepStrictEqual(doc.users.map((u: { name: string }) => u.name), ["deploy"]);
+    assert.deepStrictEqual(doc.users[0].ssh_authorized_keys, [key]);
+    assert.strictEqual(doc.ssh_pwauth, false);
+    assert.strictEqual(doc.disable_root, true);
+  });
+
+  it("refuses a multi-line key", () => {
+    assert.throws(() => renderCloudConfig({ deployUser: "deploy", deployPublicKey: "ssh-ed25519 AAAA\nruncmd: [x]" }), /single safe line/);
+  });
+});
+
+describe("remote scripts", () => {
+  it("every step, as it runs (lib.sh + script), passes shellcheck", () => {
+    requireTool("shellcheck");
+    for (const step of STEPS) {
+      const r = spawnSync("shellcheck", ["-s", "bash", "-"], { input: scriptText(step), encoding: "utf8" });
+      assert.strictEqual(r.status, 0, `${step}.sh:\n${r.stdout}${r.stderr}`);
+    }
+    const hook = spawnSync("shellcheck", [path.join(__dirname, "..", "..", "remote", "templates", "renew-hook.sh")], { encoding: "utf8" });
+    assert.strictEqual(hook.status, 0, hook.stdout);
+  });
+
+  it("every step sets -euo pipefail", () => {
+    for (const step of STEPS) assert.match(readRemoteFile(`${step}.sh`), /^set -euo pipefail$/m, step);
+    assert.match(readRemoteFile("lib.sh"), /^set -euo pipefail$/m);
+  });
+
+  it("values with quotes, $, backslashes, newlines and unicode arrive byte for byte through stdin", () => {
+    const values = {
+      PEM: "-----BEGIN KEY-----\nabc\ndef\n-----END KEY-----\n",
+      HOSTILE: `x'; rm -rf / #"\`id\`$(id)$HOME\\n\\\\ ;}\n}\nreturn 200;`,
+      TRAILING: "ends with newlines\n\n\n",
+      EMPTY: "",
+      UNI: "ünïcødé ✓ 🚀 =a=b",
+    };
+    // lib.sh decodes stdin into V_* variables; print them back as JSON through python.
+    const probe = `${readRemoteFile("lib.sh")}\nfor n in PEM HOSTILE TRAILING EMPTY UNI; do v="V_$n"; printf '%s' "\${!v}" | base64 -w0; echo; done\n`;
+    const r = spawnSync("bash", ["-c", probe, "dropstack-probe"], { input: encodeValues(values), encoding: "utf8" });
+    assert.strictEqual(r.status, 0, r.stderr);
+    const lines = r.stdout.trim().split("\n");
+    const got = ["PEM", "HOSTILE", "TRAILING", "EMPTY", "UNI"].map((_, i) => Buffer.from(lines[i] ?? "", "base64").toString("utf8"));
+    assert.deepStrictEqual(got, [values.PEM, values.HOSTILE, values.TRAILING, values.EMPTY, values.UNI]);
+  });
+
+  it("lib.sh refuses malformed value names", () => {
+    const r = spawnSync("bash", ["-c", readRemoteFile("lib.sh"), "dropstack-probe"], { input: "bad-name=eA==\n", encoding: "utf8" });
+    assert.notStrictEqual(r.status, 0);
+    assert.match(r.stderr, /malformed value name/);
+  });
+
+  it("the command line holds only the script: no setting is spliced into it", () => {
+    const cmd = stepCommand("base");
+    assert.ok(cmd.startsWith("sudo -n bash -c '"));
+    assert.ok(cmd.endsWith(" dropstack-base"));
+    const r = spawnSync("bash", ["-c", `printf '%s' ${cmd.slice("sudo -n bash -c ".length, cmd.lastIndexOf(" "))}`], { encoding: "utf8" });
+    assert.strictEqual(r.stdout, scriptText("base"), "the quoted script must reach bash unchanged");
+  });
+});
+
+describe("shell quoting and templates", () => {
+  it("quotes any string into one word that bash reads back unchanged", () => {
+    for (const s of ["", "plain", "it's", `"$HOME"`, "a b\tc\nd", "`id`", "$(id)", "\\", "'''", "ünï"]) {
+      const r = spawnSync("bash", ["-c", `printf '%s' ${shellQuote(s)}`], { encoding: "utf8" });
+      assert.strictEqual(r.stdout, s);
+    }
+  });
+
+  it("fills placeholders only, and fails on a missing or unused one", () => {
+    assert.strictEqual(renderTemplate("a {{x}} $host", { x: "1" }), "a 1 $host");
+    assert.throws(() => renderTemplate("{{x}} {{y}}", { x: "1" }), /\{\{y\}\} has no value/);
+    assert.throws(() => renderTemplate("{{x}}", { x: "1", z: "2" }), /not used: z/);
+  });
+});
