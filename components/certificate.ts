@@ -42,7 +42,7 @@ export class Certificate extends pulumi.ComponentResource {
         RENEW_HOOK: renderRenewHook(),
       },
       triggers: [args.dropletId],
-    }, { parent: this });
+    }, { parent: this, dependsOn: opts?.dependsOn });
     this.registerOutputs({ certificatePath: this.certificatePath });
   }
 }

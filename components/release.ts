@@ -53,23 +53,23 @@ export class AppRelease extends pulumi.ComponentResource {
     const supervisorConf = renderSupervisorProgram({ app: args.app, wsgi: args.wsgi });
     this.releaseId = `r${contentHash(folderHash(args.sourceDir), gunicornConf, supervisorConf).slice(0, 12)}`;
     const uploadDir = `/home/${args.deployUser}/dropstack-upload-${this.releaseId}`;
-    const upload = this.upload(name, args, uploadDir);
-    const step = this.release(name, args, { uploadDir, gunicornConf, supervisorConf }, upload);
+    const upload = this.upload(name, args, uploadDir, opts?.dependsOn);
+    const step = this.release(name, args, { uploadDir, gunicornConf, supervisorConf }, [upload]);
     this.stdout = step.stdout;
     this.registerOutputs({ releaseId: this.releaseId });
   }
 
-  private upload(name: string, args: AppReleaseArgs, uploadDir: string): command.remote.CopyToRemote {
+  private upload(name: string, args: AppReleaseArgs, uploadDir: string, after: pulumi.Input<pulumi.Input<pulumi.Resource>[]> | pulumi.Input<pulumi.Resource> | undefined): command.remote.CopyToRemote {
     return new command.remote.CopyToRemote(`${name}-upload`, {
       connection: args.connection,
       source: new pulumi.asset.FileArchive(args.sourceDir),
       remotePath: uploadDir,
       triggers: [this.releaseId, args.dropletId],
-    }, { parent: this });
+    }, { parent: this, dependsOn: after });
   }
 
   private release(name: string, args: AppReleaseArgs, files: { uploadDir: string; gunicornConf: string; supervisorConf: string },
-    upload: pulumi.Resource): command.remote.Command {
+    after: pulumi.Resource[]): command.remote.Command {
     const envJson = pulumi.output(args.secretEnv).apply((secretEnv) => renderEnvJson({ ...args.env, ...secretEnv }));
     return remoteStep(`${name}-release`, {
       connection: args.connection,
@@ -88,6 +88,6 @@ export class AppRelease extends pulumi.ComponentResource {
         TRIGGERED_BY: args.triggeredBy,
       },
       triggers: [this.releaseId, args.dropletId],
-    }, { parent: this, dependsOn: [upload] });
+    }, { parent: this, dependsOn: after });
   }
 }

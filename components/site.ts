@@ -33,7 +33,7 @@ export class NginxSite extends pulumi.ComponentResource {
       script: "site",
       values: { APP: args.app, NGINX_SITE: this.config },
       triggers: [args.dropletId],
-    }, { parent: this });
+    }, { parent: this, dependsOn: opts?.dependsOn });
     this.registerOutputs({ config: this.config });
   }
 }

@@ -42,10 +42,16 @@ export function runFake(opts: FakeRunOptions = {}): Promise<RunResult> {
     config: stackConfig(stack, opts.overrides),
     secretKeys: opts.secretKeys,
     preview: opts.preview,
-    newResource: async (args) => ({
-      id: opts.preview ? "" : `${args.name}-${crypto.createHash("sha256").update(args.type + args.name).digest("hex").slice(0, 8)}`,
-      state: opts.preview ? args.inputs : fakeState(args),
-    }),
+    newResource: async (args) => {
+      const digest = crypto.createHash("sha256").update(args.type + args.name).digest();
+      // Each resource takes a different (but repeatable) time, as real ones do: an order that
+      // only holds because of registration speed, not a declared dependency, shows up in tests.
+      await new Promise((resolve) => setTimeout(resolve, digest[0] % 50));
+      return {
+        id: opts.preview ? "" : `${args.name}-${digest.toString("hex").slice(0, 8)}`,
+        state: opts.preview ? args.inputs : fakeState(args),
+      };
+    },
   });
 }
 
