@@ -19,10 +19,17 @@ export interface StartPebbleOptions {
   /** Certificates, config and logs go into <workDir>/pebble/. */
   workDir: string;
   log?: Logger;
+  /**
+   * Ports of pebble's ACME and management listeners on 127.0.0.1. Given ones
+   * must be free. By default 14000 and 15000, or, when either is taken (e.g. by
+   * another test run's pebble), two free ports: the URLs below always say which.
+   */
+  acmePort?: number;
+  managementPort?: number;
 }
 
 export interface Pebble {
-  /** The ACME directory as a qemu user-network guest reaches it (the host is 10.0.2.2). */
+  /** The ACME directory as a qemu user-network guest reaches it, e.g. https://10.0.2.2:14000/dir. */
   directoryUrlForGuest: string;
   directoryUrlForHost: string;
   /** The CA that signed pebble's HTTPS certificate (for REQUESTS_CA_BUNDLE / curl --cacert). */
@@ -42,11 +49,18 @@ export interface Pebble {
 }
 
 const LISTEN_HOST = "127.0.0.1";
-const ACME_PORT = 14000;
-const MANAGEMENT_PORT = 15000;
+const DEFAULT_ACME_PORT = 14000;
+const DEFAULT_MANAGEMENT_PORT = 15000;
 const GUEST_HOST_ADDRESS = "10.0.2.2";
 /** Outside freeLoopbackAddress()'s range 127.0.0.20-250, so no VM ever has it. */
 const DEFAULT_IPV4 = "127.0.0.254";
+
+interface Ports {
+  acme: number;
+  management: number;
+  dns: number;
+  dnsManagement: number;
+}
 
 interface Certs {
   caPem: string;
@@ -60,29 +74,40 @@ export async function startPebble(opts: StartPebbleOptions): Promise<Pebble> {
   const dir = path.resolve(opts.workDir, "pebble");
   await fsp.rm(dir, { recursive: true, force: true });
   await fsp.mkdir(dir, { recursive: true });
-  await requireFreePorts([ACME_PORT, MANAGEMENT_PORT]);
+  const ports = await choosePorts(opts, log);
   const certs = await makeCertificates(dir);
-  const dnsPort = await freePort(LISTEN_HOST);
-  const dnsManagementPort = await freePort(LISTEN_HOST);
   const started: ChildProcess[] = [];
   try {
-    started.push(startChalltestsrv(dir, dnsPort, dnsManagementPort));
-    started.push(await startPebbleServer(dir, certs, dnsPort));
-    await waitForServers(dir, certs.caPem, dnsManagementPort, started);
+    started.push(startChalltestsrv(dir, ports));
+    started.push(await startPebbleServer(dir, certs, ports));
+    await waitForServers(dir, certs.caPem, ports, started);
   } catch (err) {
     await stopChildren(started);
     throw err;
   }
-  log(`pebble: ACME directory https://${LISTEN_HOST}:${ACME_PORT}/dir, mock DNS ${LISTEN_HOST}:${dnsPort}`);
-  return makePebble(certs, dnsPort, dnsManagementPort, started);
+  log(`pebble: ACME directory https://${LISTEN_HOST}:${ports.acme}/dir, mock DNS ${LISTEN_HOST}:${ports.dns}`);
+  return makePebble(certs, ports, started);
 }
 
-async function requireFreePorts(ports: number[]): Promise<void> {
-  for (const port of ports) {
-    if (!(await canBind(LISTEN_HOST, port))) {
-      throw new Error(`startPebble: ${LISTEN_HOST}:${port} is already in use (is another pebble running?)`);
+async function choosePorts(opts: StartPebbleOptions, log: Logger): Promise<Ports> {
+  const dns = await freePort(LISTEN_HOST);
+  const dnsManagement = await freePort(LISTEN_HOST);
+  if (opts.acmePort !== undefined || opts.managementPort !== undefined) {
+    const acme = opts.acmePort ?? DEFAULT_ACME_PORT;
+    const management = opts.managementPort ?? DEFAULT_MANAGEMENT_PORT;
+    for (const port of [acme, management]) {
+      if (!(await canBind(LISTEN_HOST, port))) {
+        throw new Error(`startPebble: ${LISTEN_HOST}:${port} is already in use (is another pebble running?)`);
+      }
     }
+    return { acme, management, dns, dnsManagement };
   }
+  if ((await canBind(LISTEN_HOST, DEFAULT_ACME_PORT)) && (await canBind(LISTEN_HOST, DEFAULT_MANAGEMENT_PORT))) {
+    return { acme: DEFAULT_ACME_PORT, management: DEFAULT_MANAGEMENT_PORT, dns, dnsManagement };
+  }
+  const ports = { acme: await freePort(LISTEN_HOST), management: await freePort(LISTEN_HOST), dns, dnsManagement };
+  log(`pebble: ${DEFAULT_ACME_PORT} or ${DEFAULT_MANAGEMENT_PORT} is taken (another pebble?); using ${ports.acme} and ${ports.management}`);
+  return ports;
 }
 
 /** A throwaway CA and a leaf for pebble's HTTPS listeners, valid for every address it is reached at. */
@@ -114,21 +139,21 @@ async function makeCertificates(dir: string): Promise<Certs> {
   return { caPem: await fsp.readFile(p("ca.pem"), "utf8"), caPath: p("ca.pem"), leafCert: p("leaf.pem"), leafKey: p("leaf.key") };
 }
 
-function startChalltestsrv(dir: string, dnsPort: number, managementPort: number): ChildProcess {
+function startChalltestsrv(dir: string, ports: Ports): ChildProcess {
   const args = [
-    ...["-dns01", `${LISTEN_HOST}:${dnsPort}`, "-management", `${LISTEN_HOST}:${managementPort}`],
+    ...["-dns01", `${LISTEN_HOST}:${ports.dns}`, "-management", `${LISTEN_HOST}:${ports.dnsManagement}`],
     ...["-http01", "", "-https01", "", "-tlsalpn01", ""],
     ...["-defaultIPv4", DEFAULT_IPV4, "-defaultIPv6", ""],
   ];
   return startDaemon("pebble-challtestsrv", args, path.join(dir, "challtestsrv.log"), "challtestsrv", {});
 }
 
-async function startPebbleServer(dir: string, certs: Certs, dnsPort: number): Promise<ChildProcess> {
+async function startPebbleServer(dir: string, certs: Certs, ports: Ports): Promise<ChildProcess> {
   const configFile = path.join(dir, "pebble-config.json");
   const config = {
     pebble: {
-      listenAddress: `${LISTEN_HOST}:${ACME_PORT}`,
-      managementListenAddress: `${LISTEN_HOST}:${MANAGEMENT_PORT}`,
+      listenAddress: `${LISTEN_HOST}:${ports.acme}`,
+      managementListenAddress: `${LISTEN_HOST}:${ports.management}`,
       certificate: certs.leafCert,
       privateKey: certs.leafKey,
       httpPort: 80,
@@ -138,7 +163,7 @@ async function startPebbleServer(dir: string, certs: Certs, dnsPort: number): Pr
     },
   };
   await fsp.writeFile(configFile, JSON.stringify(config, null, 2));
-  const args = ["-config", configFile, "-dnsserver", `${LISTEN_HOST}:${dnsPort}`];
+  const args = ["-config", configFile, "-dnsserver", `${LISTEN_HOST}:${ports.dns}`];
   return startDaemon("pebble", args, path.join(dir, "pebble.log"), "pebble", { PEBBLE_VA_NOSLEEP: "1" });
 }
 
@@ -159,7 +184,7 @@ function startDaemon(
   return child;
 }
 
-async function waitForServers(dir: string, caPem: string, dnsManagementPort: number, children: ChildProcess[]): Promise<void> {
+async function waitForServers(dir: string, caPem: string, ports: Ports, children: ChildProcess[]): Promise<void> {
   const debug = () =>
     `--- challtestsrv.log ---\n${tailFile(path.join(dir, "challtestsrv.log"), 30)}\n` +
     `--- pebble.log ---\n${tailFile(path.join(dir, "pebble.log"), 30)}`;
@@ -169,8 +194,8 @@ async function waitForServers(dir: string, caPem: string, dnsManagementPort: num
     async () => {
       const dead = children.find((c) => c.exitCode !== null || c.signalCode !== null);
       if (dead) throw new Error(`${dead.spawnfile} exited (${dead.exitCode ?? dead.signalCode}) while starting\n${debug()}`);
-      const dns = await httpRequest(`http://${LISTEN_HOST}:${dnsManagementPort}/`, "GET").catch(() => undefined);
-      const acme = await httpRequest(`https://${LISTEN_HOST}:${ACME_PORT}/dir`, "GET", { ca: caPem }).catch(() => undefined);
+      const dns = await httpRequest(`http://${LISTEN_HOST}:${ports.dnsManagement}/`, "GET").catch(() => undefined);
+      const acme = await httpRequest(`https://${LISTEN_HOST}:${ports.acme}/dir`, "GET", { ca: caPem }).catch(() => undefined);
       return dns && acme?.status === 200 ? true : undefined;
     },
     { intervalMs: 200, debug },
@@ -181,21 +206,21 @@ async function stopChildren(children: ChildProcess[]): Promise<void> {
   for (const child of children) if (child.pid !== undefined) await stopProcess(child.pid, "SIGTERM", 10_000);
 }
 
-function makePebble(certs: Certs, dnsPort: number, dnsManagementPort: number, children: ChildProcess[]): Pebble {
+function makePebble(certs: Certs, ports: Ports, children: ChildProcess[]): Pebble {
   const dnsApi = async (endpoint: string, body: object) => {
-    const url = `http://${LISTEN_HOST}:${dnsManagementPort}${endpoint}`;
+    const url = `http://${LISTEN_HOST}:${ports.dnsManagement}${endpoint}`;
     const res = await httpRequest(url, "POST", { body: JSON.stringify(body) });
     if (res.status !== 200) throw new Error(`challtestsrv POST ${endpoint} ${JSON.stringify(body)}: HTTP ${res.status} ${res.body}`);
   };
   return {
-    directoryUrlForGuest: `https://${GUEST_HOST_ADDRESS}:${ACME_PORT}/dir`,
-    directoryUrlForHost: `https://${LISTEN_HOST}:${ACME_PORT}/dir`,
+    directoryUrlForGuest: `https://${GUEST_HOST_ADDRESS}:${ports.acme}/dir`,
+    directoryUrlForHost: `https://${LISTEN_HOST}:${ports.acme}/dir`,
     caBundlePem: certs.caPem,
     caBundlePath: certs.caPath,
-    dnsServer: `${LISTEN_HOST}:${dnsPort}`,
+    dnsServer: `${LISTEN_HOST}:${ports.dns}`,
     defaultIPv4: DEFAULT_IPV4,
     rootCertificatePem: async () => {
-      const url = `https://${LISTEN_HOST}:${MANAGEMENT_PORT}/roots/0`;
+      const url = `https://${LISTEN_HOST}:${ports.management}/roots/0`;
       const res = await httpRequest(url, "GET", { ca: certs.caPem });
       if (res.status !== 200 || !res.body.includes("BEGIN CERTIFICATE")) {
         throw new Error(`pebble GET ${url}: HTTP ${res.status} ${res.body.slice(0, 500)}`);

@@ -129,7 +129,9 @@ async function main(): Promise<void> {
     await phase("qemu start -> ssh banner", () => booted.waitForSsh(5 * 60_000));
     await phase("ssh banner -> login as deploy", () => waitForSshLogin(deploy, 5 * 60_000));
     const status = await phase("cloud-init status --wait", () => mustExec(booted, deploy, "cloud-init status --wait --long", { timeoutMs: 10 * 60_000 }));
-    log(`cloud-init status:\n${status.stdout.trim()}`);
+    log(`cloud-init status:\n${status.stdout.replace(/^\.*\n/, "").trim()}`); // --wait prints dots
+    const blame = await mustExec(booted, deploy, "systemd-analyze; systemd-analyze blame --no-pager | head -n 8");
+    log(`guest boot (systemd-analyze):\n${blame.stdout.trim()}`);
     check(/status: done/.test(status.stdout), "cloud-init finished without errors", status.stdout);
     await phase("ssh semantics (root key, env, host key)", () => checkSshSemantics(booted, deploy, root));
     await phase("sftpWriteDir", () => checkSftp(booted, deploy));

@@ -85,11 +85,15 @@ export async function bootVm(opts: BootVmOptions): Promise<Vm> {
   }
   const image = await ensureImage(log);
   const dir = path.resolve(opts.workDir, opts.name);
-  await prepareDir(dir);
-  await writeSeed(dir, opts);
-  await run("qemu-img", ["create", "-q", "-f", "qcow2", "-F", "raw", "-b", image.disk, path.join(dir, "overlay.qcow2")]);
-  const pid = await startQemu(dir, image, opts);
-  reserved.delete(opts.address);
+  let pid: number;
+  try {
+    await prepareDir(dir);
+    await writeSeed(dir, opts);
+    await run("qemu-img", ["create", "-q", "-f", "qcow2", "-F", "raw", "-b", image.disk, path.join(dir, "overlay.qcow2")]);
+    pid = await startQemu(dir, image, opts);
+  } finally {
+    reserved.delete(opts.address); // bound by qemu now, or free again
+  }
   log(`vm ${opts.name}: qemu pid ${pid} started, ports 22/80/443 on ${opts.address}, console ${consolePath(dir)}`);
   return makeVm(dir, pid, opts, log);
 }
