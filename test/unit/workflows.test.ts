@@ -264,7 +264,11 @@ function checkRunScripts(wf: Workflow): void {
   }
 }
 
-/** After `up`, a step writes the stack outputs (exports of index.ts) into the step summary. */
+/**
+ * After `up`, a step writes the stack outputs (exports of index.ts) into the step summary, reading
+ * them from the pulumi step (`steps.<id>.outputs.<name>`, or all of them as `toJSON(steps.<id>.outputs)`
+ * with the names in a `for k in …` loop or `out <name>` calls); the environment's url is the stack's url.
+ */
 function checkSummary(wf: Workflow): void {
   const exported = [...fs.readFileSync(path.join(PROJECT_DIR, "index.ts"), "utf8").matchAll(/^export const (\w+)/gm)].map((m) => m[1]);
   for (const p of pulumiSteps(wf).filter((x) => x.command === "up")) {
@@ -272,15 +276,32 @@ function checkSummary(wf: Workflow): void {
     const after = (p.job.steps ?? []).slice(p.index + 1);
     const summary = after.find((s) => /\$GITHUB_STEP_SUMMARY\b|\$\{GITHUB_STEP_SUMMARY\}/.test(s.run ?? ""));
     assert.ok(summary, `job ${p.jobId}: no step writes to $GITHUB_STEP_SUMMARY after up`);
-    const refs: string[] = [];
+    const names: string[] = [];
+    let readsAll = false;
     walk(summary, (_k, v) => {
-      for (const m of v.matchAll(/steps\.([\w-]+)\.outputs\.([\w-]+)/g)) {
-        assert.strictEqual(m[1], p.step.id, `job ${p.jobId}: summary reads step ${m[1]}, not the pulumi step`);
-        refs.push(m[2]);
+      for (const m of v.matchAll(/steps\.([\w-]+)\.outputs\b(?:\.([\w-]+))?/g)) {
+        assert.strictEqual(m[1], p.step.id, `job ${p.jobId}: the summary reads step ${m[1]}, not the pulumi step`);
+        if (m[2]) names.push(m[2]);
+        else readsAll = true;
       }
     });
-    assert.ok(refs.includes("url"), `job ${p.jobId}: the summary shows the url`);
-    for (const r of refs) assert.ok(exported.includes(r), `job ${p.jobId}: ${r} is not a stack output (index.ts exports ${exported.join(", ")})`);
+    if (readsAll) {
+      const run = summary.run ?? "";
+      for (const m of run.matchAll(/\bfor \w+ in ([^;\n]+); do/g)) names.push(...m[1].trim().split(/\s+/));
+      for (const m of run.matchAll(/\bout (\w+)\)/g)) names.push(m[1]);
+    }
+    assert.ok(names.includes("url"), `job ${p.jobId}: the summary shows the url (read: ${names.join(", ")})`);
+    for (const n of names) assert.ok(exported.includes(n), `job ${p.jobId}: ${n} is not a stack output (index.ts exports ${exported.join(", ")})`);
+
+    const env = p.job.environment;
+    const url = typeof env === "object" ? env.url : undefined;
+    if (url !== undefined) {
+      const m = /^\$\{\{\s*steps\.([\w-]+)\.outputs\.url\s*\}\}$/.exec(url);
+      assert.ok(m, `job ${p.jobId}: environment url must be a step's url output, got ${url}`);
+      const from = (p.job.steps ?? []).find((s) => s.id === m[1]);
+      assert.ok(from === p.step || (from === summary && /^\s*echo "url=.*>>\s*"?\$GITHUB_OUTPUT"?\s*$/m.test(summary.run ?? "")),
+        `job ${p.jobId}: environment url reads step ${m[1]}, which does not provide the stack's url`);
+    }
   }
 }
 
@@ -307,7 +328,7 @@ describe("GitHub Actions workflows", () => {
   });
 
   for (const file of files) {
-    describe(file, () => {
+    describe(`${file}, like every workflow`, () => {
       it("parses, pins every action to a version, keeps credentials in secrets, and runs only known stacks", () => {
         checkCommon(readWorkflow(file));
       });
@@ -422,9 +443,13 @@ describe("workflow checks catch broken workflows", () => {
     ["prod outside the production environment", PROD, (wf) => { upJob(wf).environment = "staging"; }, (wf) => checkEnvironment(wf, "production")],
     ["write-all permissions", STAGING, (wf) => { wf.permissions = "write-all"; }, (wf) => checkPermissions(wf)],
     ["a deploy job that may write contents", PROD, (wf) => { upJob(wf).permissions = { contents: "write" }; }, (wf) => checkPermissions(wf)],
-    ["an expression pasted into a script", STAGING, (wf) => { upJob(wf).steps!.push({ run: "echo ${{ steps.pulumi.outputs.url }}" }); }, checkRunScripts],
+    ["an expression pasted into a script", STAGING, (wf) => { upJob(wf).steps!.push({ run: "echo ${{ steps.stack.outputs.url }}" }); }, checkRunScripts],
     ["a script shellcheck rejects", PR, (wf) => { wf.jobs.test.steps!.push({ run: "if [ -z $x ]; then echo" }); }, checkRunScripts],
-    ["a summary naming a missing output", STAGING, (wf) => { upJob(wf).steps!.at(-1)!.env!.URL = "${{ steps.pulumi.outputs.address }}"; }, checkSummary],
+    ["a summary naming a missing output", STAGING, (wf) => { const s = upJob(wf).steps!.at(-1)!; s.run = s.run!.replace("for k in url", "for k in url address"); }, checkSummary],
+    ["a summary without the url", PROD, (wf) => { const s = upJob(wf).steps!.at(-1)!; s.run = s.run!.replace(/\burl\b/g, "fqdn"); }, checkSummary],
+    ["a summary reading another step", STAGING, (wf) => { upJob(wf).steps!.at(-1)!.env!.OUTPUTS = "${{ toJSON(steps.other.outputs) }}"; }, checkSummary],
+    ["an environment url from a step without it", PROD, (wf) => { (upJob(wf).environment as Dict).url = "${{ steps.checkout.outputs.url }}"; }, checkSummary],
+    ["no summary step", STAGING, (wf) => { upJob(wf).steps!.pop(); }, checkSummary],
   ];
 
   for (const [what, file, breakIt, check] of cases) {
