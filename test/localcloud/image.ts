@@ -83,6 +83,13 @@ const FILES: FileStep[] = [
     mode: 0o644,
   },
   { path: "/etc/locale.gen", content: "en_US.UTF-8 UTF-8\n", mode: 0o644 },
+  // What cloud-init's locale module would write; with it in place the module
+  // does not run locale-gen again on first boot (~10 s under TCG).
+  { path: "/etc/default/locale", content: "LANG=en_US.UTF-8\n", mode: 0o644 },
+  // A small initrd with just what a virtio disk with ext4 needs: the 35 MB
+  // MODULES=most one costs ~15 s of every boot under TCG (unpacking, udev).
+  { path: "/etc/initramfs-tools/conf.d/localcloud.conf", content: "MODULES=list\n", mode: 0o644 },
+  { path: "/etc/initramfs-tools/modules", content: "virtio_pci\nvirtio_blk\next4\ncrc32c_generic\n", mode: 0o644 },
   { path: "/etc/network/interfaces", content: "source /etc/network/interfaces.d/*\n", mode: 0o644 },
   { path: "/etc/hostname", content: "localhost\n", mode: 0o644 },
   {
@@ -99,6 +106,7 @@ const FILES: FileStep[] = [
 /** Shell snippets run with `chroot <rootfs> /bin/sh -euc` after the files are written. */
 const CHROOT_STEPS = [
   "locale-gen",
+  "update-initramfs -u -k all",
   // cloud-init makes new host keys on first boot.
   "rm -f /etc/ssh/ssh_host_*",
   // No NTP traffic from the guest: the VM clock follows the host's.
@@ -208,6 +216,7 @@ function pidAlive(pid: number): boolean {
 async function buildImage(finalDir: string, log: Logger): Promise<void> {
   const start = Date.now();
   const tmpDir = `${finalDir}.tmp-${process.pid}`;
+  await removeStaleBuilds(log);
   await removeTree(tmpDir);
   await fsp.mkdir(tmpDir, { recursive: true });
   const rootfs = path.join(tmpDir, "rootfs");
@@ -284,6 +293,16 @@ async function findBootFile(rootfs: string, prefix: string): Promise<string> {
     throw new Error(`no ${prefix}* in ${boot} (found: ${(await fsp.readdir(boot)).join(", ") || "nothing"})`);
   }
   return path.join(boot, names[names.length - 1]);
+}
+
+/** Removes the build directories of builders that died (crash, SIGKILL) mid-build. */
+async function removeStaleBuilds(log: Logger): Promise<void> {
+  for (const name of await fsp.readdir(CACHE_ROOT)) {
+    const match = /^image-[0-9a-f]+\.tmp-(\d+)$/.exec(name);
+    if (!match || pidAlive(Number(match[1]))) continue;
+    log(`image: removing ${name}, left by a build that died`);
+    await removeTree(path.join(CACHE_ROOT, name));
+  }
 }
 
 /** Removes a build tree, unmounting anything a failed debootstrap left mounted inside it first. */

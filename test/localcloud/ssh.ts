@@ -70,7 +70,7 @@ export function connect(conn: SshConnection, readyTimeoutMs = 20_000): Promise<C
       };
     }
     client.once("ready", () => resolve(client));
-    client.once("error", (err) => {
+    client.on("error", (err) => {
       client.end();
       if (mismatch) reject(new HostKeyMismatchError(mismatch));
       else reject(new Error(`ssh ${target(conn)}: ${err.message}`));
@@ -96,13 +96,7 @@ function execOn(client: Client, conn: SshConnection, command: string, opts: Exec
     const result: ExecResult = { code: -1, stdout: "", stderr: "" };
     const timer = setTimeout(() => {
       client.end();
-      reject(
-        new Error(
-          `ssh ${target(conn)}: command timed out after ${timeoutMs} ms: ${command}\n` +
-            `--- stdout (last 30 lines) ---\n${lastLines(result.stdout, 30)}\n` +
-            `--- stderr (last 30 lines) ---\n${lastLines(result.stderr, 30)}`,
-        ),
-      );
+      reject(new Error(`ssh ${target(conn)}: command timed out after ${timeoutMs} ms: ${command}${outputTail(result)}`));
     }, timeoutMs);
     client.exec(command, { env: opts.env }, (err, stream: ClientChannel) => {
       if (err) {
@@ -112,17 +106,27 @@ function execOn(client: Client, conn: SshConnection, command: string, opts: Exec
       }
       stream.on("data", (d: Buffer) => (result.stdout += d.toString()));
       stream.stderr.on("data", (d: Buffer) => (result.stderr += d.toString()));
+      let exited = false;
       stream.on("exit", (code: number | null, signal?: string) => {
+        exited = true;
         if (typeof code === "number") result.code = code;
         if (signal) result.signal = signal;
       });
       stream.on("close", () => {
         clearTimeout(timer);
-        resolve(result);
+        if (exited) resolve(result);
+        else reject(new Error(`ssh ${target(conn)}: connection closed before "${command}" reported an exit status${outputTail(result)}`));
       });
       stream.end(opts.stdin ?? "");
     });
   });
+}
+
+function outputTail(result: ExecResult): string {
+  return (
+    `\n--- stdout (last 30 lines) ---\n${lastLines(result.stdout, 30)}` +
+    `\n--- stderr (last 30 lines) ---\n${lastLines(result.stderr, 30)}`
+  );
 }
 
 /**
