@@ -126,7 +126,7 @@ async function main(): Promise<void> {
     const booted = vm;
     const deploy: SshConnection = { host: address, user: "deploy", privateKey: keys.privateKey };
     const root: SshConnection = { ...deploy, user: "root" };
-    await phase("qemu start -> ssh banner", () => booted.waitForSsh(5 * 60_000));
+    await phase("qemu start -> ssh banner", () => booted.waitForSsh(8 * 60_000));
     await phase("ssh banner -> login as deploy", () => waitForSshLogin(deploy, 5 * 60_000));
     const status = await phase("cloud-init status --wait", () => mustExec(booted, deploy, "cloud-init status --wait --long", { timeoutMs: 10 * 60_000 }));
     log(`cloud-init status:\n${status.stdout.replace(/^\.*\n/, "").trim()}`); // --wait prints dots
