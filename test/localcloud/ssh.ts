@@ -46,7 +46,7 @@ function hostKeyAlgorithms(keyType: string): ConnectConfig["algorithms"] {
 }
 
 /** Opens an authenticated connection; rejects with a clear error on host key mismatch. */
-export function connect(conn: SshConnection, readyTimeoutMs = 20_000): Promise<Client> {
+export function connect(conn: SshConnection, readyTimeoutMs = 30_000): Promise<Client> {
   return new Promise((resolve, reject) => {
     const client = new Client();
     const config: ConnectConfig = {
@@ -83,7 +83,7 @@ export function connect(conn: SshConnection, readyTimeoutMs = 20_000): Promise<C
 export async function sshExec(conn: SshConnection, command: string, opts: ExecOptions = {}): Promise<ExecResult> {
   const timeoutMs = opts.timeoutMs ?? 10 * 60_000;
   const deadline = Date.now() + timeoutMs;
-  const client = await connect(conn, Math.min(20_000, timeoutMs));
+  const client = await connect(conn, Math.min(30_000, timeoutMs));
   try {
     return await execOn(client, conn, command, opts, Math.max(1, deadline - Date.now()));
   } finally {
