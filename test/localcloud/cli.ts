@@ -1,0 +1,51 @@
+// `npm run local -- up|down|preview`: the whole stack on the local cloud (a qemu VM standing in for
+// the droplet, Pebble for Let's Encrypt and DigitalOcean DNS), with the sample app.
+// Needs root (qemu binds ports 22/80/443 on a loopback address) and the packages from
+// .ci/install-host-packages.sh.
+import * as fs from "fs";
+import * as path from "path";
+import { startPebble } from "./acme";
+import { LocalCloud } from "./engine";
+import { ensureImage } from "./image";
+import { LOCAL_FQDN, localConfig } from "./localStack";
+
+const STATE_DIR = process.env.DROPSTACK_LOCAL_STATE ?? path.resolve(__dirname, "..", "..", ".localcloud");
+
+async function main(): Promise<void> {
+  const cmd = process.argv[2] ?? "up";
+  if (!["up", "down", "preview"].includes(cmd)) throw new Error(`usage: npm run local -- up|preview|down (got ${cmd})`);
+  if (process.getuid && process.getuid() !== 0) throw new Error("the local cloud needs root (qemu forwards ports 22/80/443)");
+  const log = (m: string) => console.log(m);
+  fs.mkdirSync(STATE_DIR, { recursive: true });
+  const t0 = Date.now();
+  if (cmd !== "down") await ensureImage(log);
+  const pebble = await startPebble({ workDir: STATE_DIR, log });
+  try {
+    const cloud = new LocalCloud({ stateDir: STATE_DIR, stack: "local", config: localConfig(pebble), secretKeys: [], pebble, log });
+    if (cmd === "down") {
+      await cloud.down();
+      console.log("Local stack destroyed.");
+      return;
+    }
+    const result = await cloud.up({ preview: cmd === "preview" });
+    if (cmd === "preview") return;
+    cloud.detachVms();
+    const root = path.join(STATE_DIR, "pebble-root.pem");
+    fs.writeFileSync(root, await pebble.rootCertificatePem());
+    const ip = String(result.outputs.ipv4Address.value);
+    console.log(`\nThe site is up (${((Date.now() - t0) / 1000).toFixed(0)}s). Try:`);
+    console.log(`  curl --cacert ${root} --resolve ${LOCAL_FQDN}:443:${ip} https://${LOCAL_FQDN}/`);
+    const key = result.resources.find((r) => r.type === "tls:index/privateKey:PrivateKey");
+    const keyPath = path.join(STATE_DIR, "deploy_key");
+    fs.writeFileSync(keyPath, String(key?.state.privateKeyOpenssh ?? ""), { mode: 0o600 });
+    console.log(`  ssh -i ${keyPath} deploy@${ip}`);
+    console.log(`The VM keeps running; stop it with: npm run local -- down`);
+  } finally {
+    await pebble.stop();
+  }
+}
+
+main().catch((e) => {
+  console.error(e instanceof Error ? e.message : e);
+  process.exit(1);
+});

@@ -1,0 +1,384 @@
+// The local cloud's engine: runs the real program (index.ts) under pulumi.runtime.setMocks, where
+// the mocks do for real what DigitalOcean and the command provider would do:
+//   - Droplet: boots a VM from the droplet's own userData and registered SSH keys (NoCloud seed).
+//   - DnsRecord: adds the record to pebble-challtestsrv's DNS (what Pebble resolves names with).
+//   - Firewall / SshKey: recorded and checked for consistency with the droplet.
+//   - tls PrivateKey: a real key pair (ssh-keygen).
+//   - remote Command / CopyToRemote: executed over SSH with the given connection, stdin and
+//     environment (sent as SSH env requests, as the provider does); a non-zero exit fails the
+//     resource with its stderr.
+// A state file makes a second `up` behave like the engine: unchanged inputs run nothing and keep
+// their outputs; changed ones run `update` (or `create` again without one), changed triggers
+// replace; resources no longer registered run their `delete`.
+import * as crypto from "crypto";
+import * as fs from "fs";
+import * as path from "path";
+import * as pulumi from "@pulumi/pulumi";
+import { folderHash } from "../../components/shell";
+import { runProgram, RunResult } from "../support/program";
+import { Pebble } from "./acme";
+import { isRunning, registerProcess, stopProcess, unregisterProcess } from "./processes";
+import { sftpWriteDir, sshExec, SshConnection } from "./ssh";
+import { run } from "./util";
+import { bootVm, freeLoopbackAddress, Vm } from "./vm";
+
+type Inputs = Record<string, unknown>;
+
+interface StoredResource {
+  type: string;
+  name: string;
+  /** Hash of the comparable inputs (secrets unwrapped, assets by content). */
+  inputsHash: string;
+  /** Hash of the `triggers` input alone (a change replaces). */
+  triggersHash: string;
+  id: string;
+  outputs: Inputs;
+  /** For deletes: the resource's `delete` command and connection, if any. */
+  deleteCommand?: string;
+  connection?: SshConnection;
+}
+
+interface StoredVm { dropletId: string; pid: number; dir: string; address: string }
+
+interface State { resources: Record<string, StoredResource>; vms: Record<string, StoredVm> }
+
+export interface LocalCloudOptions {
+  /** Where the state file, VMs and keys live. */
+  stateDir: string;
+  /** Stack name (droplet names etc.). */
+  stack: string;
+  /** Flat config map, as the CLI would pass it. */
+  config: Record<string, string>;
+  secretKeys?: string[];
+  /** Pebble (mock DNS + ACME) serving this cloud. */
+  pebble: Pebble;
+  log?: (line: string) => void;
+}
+
+export interface StepRecord { type: string; name: string; op: "create" | "update" | "replace" | "same" | "delete"; ms: number }
+
+export interface UpResult extends RunResult {
+  steps: StepRecord[];
+}
+
+const SIG = pulumi.runtime.specialSigKey;
+
+/** Unwraps the SDK's secret markers, and awaits asset/archive paths. */
+async function unwrap(v: unknown): Promise<unknown> {
+  if (Array.isArray(v)) return Promise.all(v.map(unwrap));
+  if (v && typeof v === "object") {
+    const o = v as Record<string, unknown>;
+    if (o[SIG] === pulumi.runtime.specialSecretSig) return unwrap(o.value);
+    if (pulumi.asset.Archive.isInstance(v) || pulumi.asset.Asset.isInstance(v)) {
+      const p = await (o as { path?: Promise<string> }).path;
+      return { assetPath: p, assetHash: p && fs.existsSync(p) ? folderHash(p) : undefined };
+    }
+    const out: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(o)) out[k] = await unwrap(x);
+    return out;
+  }
+  return v;
+}
+
+/** JSON with sorted keys: equal inputs give equal text. */
+function stableJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(stableJson).join(",")}]`;
+  if (v && typeof v === "object") {
+    return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${stableJson((v as Record<string, unknown>)[k])}`).join(",")}}`;
+  }
+  return JSON.stringify(v ?? null);
+}
+
+const sha = (s: string) => crypto.createHash("sha256").update(s).digest("hex");
+const key = (type: string, name: string) => `${type}::${name}`;
+
+/** DigitalOcean's fingerprint of a public key: MD5 of the key blob, colon-separated. */
+function fingerprint(publicKey: string): string {
+  const blob = Buffer.from(publicKey.trim().split(/\s+/)[1] ?? "", "base64");
+  return crypto.createHash("md5").update(blob).digest("hex").match(/../g)!.join(":");
+}
+
+function toConnection(c: Inputs): SshConnection {
+  return { host: String(c.host), port: c.port ? Number(c.port) : 22, user: String(c.user ?? "root"), privateKey: String(c.privateKey), hostKey: c.hostKey ? String(c.hostKey) : undefined };
+}
+
+export class LocalCloud {
+  private state: State;
+  private readonly statePath: string;
+  private readonly vms = new Map<string, Vm>();
+  private readonly log: (line: string) => void;
+  private steps: StepRecord[] = [];
+  private registered = new Set<string>();
+  /** Public keys registered as DigitalOcean SSH keys in this run, by fingerprint. */
+  private readonly sshKeys = new Map<string, string>();
+
+  constructor(private readonly opts: LocalCloudOptions) {
+    this.log = opts.log ?? ((line) => console.log(line));
+    fs.mkdirSync(opts.stateDir, { recursive: true, mode: 0o700 });
+    this.statePath = path.join(opts.stateDir, "state.json");
+    this.state = fs.existsSync(this.statePath) ? JSON.parse(fs.readFileSync(this.statePath, "utf8")) : { resources: {}, vms: {} };
+  }
+
+  private save(): void {
+    fs.writeFileSync(this.statePath, JSON.stringify(this.state, null, 2), { mode: 0o600 });
+  }
+
+  /** `pulumi up`: evaluates the program, applying each resource for real. */
+  async up(opts: { preview?: boolean } = {}): Promise<UpResult> {
+    this.steps = [];
+    this.registered = new Set();
+    const started = Date.now();
+    this.log(`${opts.preview ? "Previewing" : "Updating"} (local cloud, stack ${this.opts.stack})`);
+    const result = await runProgram({
+      stack: this.opts.stack,
+      config: this.opts.config,
+      secretKeys: this.opts.secretKeys,
+      preview: opts.preview,
+      newResource: async (args) => {
+        if (!args.custom) return { id: "", state: {} }; // component resources: nothing to do
+        return opts.preview ? this.previewResource(args) : this.applyResource(args);
+      },
+    });
+    if (!opts.preview) {
+      await this.deleteUnregistered();
+      this.save();
+    }
+    this.log(`Outputs:`);
+    for (const [name, o] of Object.entries(result.outputs)) {
+      this.log(`    ${name}: ${o.secret ? "[secret]" : o.known ? JSON.stringify(o.value) : "output<string>"}`);
+    }
+    this.log(`Duration: ${((Date.now() - started) / 1000).toFixed(1)}s`);
+    return { ...result, steps: this.steps };
+  }
+
+  /** `pulumi destroy`: runs deletes, powers VMs off, clears DNS, forgets the state. */
+  async down(): Promise<void> {
+    for (const k of Object.keys(this.state.resources).reverse()) {
+      await this.deleteResource(this.state.resources[k]);
+      delete this.state.resources[k];
+      this.save();
+    }
+    for (const vm of Object.values(this.state.vms)) await this.stopVm(vm);
+    this.state.vms = {};
+    this.save();
+  }
+
+  /** The running VM of a droplet (when booted by this process). */
+  vm(dropletId: string): Vm | undefined {
+    return this.vms.get(dropletId);
+  }
+
+  /** Leaves VMs running after this process exits (for `npm run local -- up`). */
+  detachVms(): void {
+    for (const vm of this.vms.values()) unregisterProcess(vm.pid);
+  }
+
+  private async previewResource(args: pulumi.runtime.MockResourceArgs): Promise<{ id: string; state: Inputs }> {
+    const stored = this.state.resources[key(args.type, args.name)];
+    this.log(`  ${stored ? "~" : "+"} ${args.type} ${args.name} (preview: nothing runs)`);
+    return { id: stored?.id ?? "", state: stored?.outputs ?? {} };
+  }
+
+  private async applyResource(args: pulumi.runtime.MockResourceArgs): Promise<{ id: string; state: Inputs }> {
+    const k = key(args.type, args.name);
+    this.registered.add(k);
+    const inputs = (await unwrap(args.inputs)) as Inputs;
+    const inputsHash = sha(stableJson(inputs));
+    const triggersHash = sha(stableJson(inputs.triggers ?? null));
+    const stored = this.state.resources[k];
+    const started = Date.now();
+    let op: StepRecord["op"];
+    let res: { id: string; outputs: Inputs };
+    if (stored && stored.inputsHash === inputsHash) {
+      op = "same";
+      res = { id: stored.id, outputs: stored.outputs };
+      await this.refresh(args.type, inputs, stored);
+    } else {
+      op = !stored ? "create" : stored.triggersHash !== triggersHash || this.replacesOnChange(args.type, stored, inputs) ? "replace" : "update";
+      this.log(`  ${op === "create" ? "+" : op === "replace" ? "+-" : "~"} ${args.type} ${args.name} ${op}...`);
+      try {
+        res = await this.perform(args.type, args.name, inputs, op, stored);
+      } catch (e) {
+        this.log(`  ** ${args.type} ${args.name} ${op} failed after ${((Date.now() - started) / 1000).toFixed(1)}s`);
+        throw e;
+      }
+      if (op === "replace" && stored) await this.deleteResource(stored);
+    }
+    const ms = Date.now() - started;
+    this.steps.push({ type: args.type, name: args.name, op, ms });
+    if (op !== "same") this.log(`  ${op === "create" ? "+" : op === "replace" ? "+-" : "~"} ${args.type} ${args.name} ${op}d (${(ms / 1000).toFixed(1)}s)`);
+    this.state.resources[k] = {
+      type: args.type, name: args.name, inputsHash, triggersHash, id: res.id, outputs: res.outputs,
+      deleteCommand: typeof inputs.delete === "string" ? inputs.delete : undefined,
+      connection: inputs.connection ? toConnection(inputs.connection as Inputs) : undefined,
+    };
+    this.save();
+    return { id: res.id, state: { ...args.inputs, ...res.outputs } };
+  }
+
+  /** Droplet fields that DigitalOcean cannot change in place. */
+  private replacesOnChange(type: string, stored: StoredResource, inputs: Inputs): boolean {
+    if (type !== "digitalocean:index/droplet:Droplet") return false;
+    const old = stored.outputs;
+    return ["userData", "sshKeys", "image", "region"].some((f) => stableJson(old[f]) !== stableJson(inputs[f]));
+  }
+
+  /** Unchanged resources: keep the mock DNS in step (Pebble may have been restarted). */
+  private async refresh(type: string, inputs: Inputs, stored: StoredResource): Promise<void> {
+    if (type === "digitalocean:index/dnsRecord:DnsRecord") await this.applyDns(inputs);
+    if (type === "digitalocean:index/sshKey:SshKey") this.sshKeys.set(String(stored.outputs.fingerprint), String(inputs.publicKey));
+  }
+
+  private async perform(type: string, name: string, inputs: Inputs, op: StepRecord["op"], stored?: StoredResource): Promise<{ id: string; outputs: Inputs }> {
+    switch (type) {
+      case "tls:index/privateKey:PrivateKey":
+        return this.createKeyPair(name, inputs);
+      case "digitalocean:index/sshKey:SshKey": {
+        const fp = fingerprint(String(inputs.publicKey));
+        this.sshKeys.set(fp, String(inputs.publicKey));
+        return { id: String(parseInt(fp.replace(/:/g, "").slice(0, 7), 16)), outputs: { ...inputs, fingerprint: fp } };
+      }
+      case "digitalocean:index/droplet:Droplet":
+        if (op === "update" && stored) return { id: stored.id, outputs: { ...stored.outputs, ...inputs } };
+        return this.createDroplet(inputs);
+      case "digitalocean:index/firewall:Firewall":
+        this.checkFirewall(inputs);
+        return { id: stored?.id ?? sha(String(inputs.name)).slice(0, 8), outputs: { ...inputs, status: "succeeded" } };
+      case "digitalocean:index/dnsRecord:DnsRecord": {
+        const fqdn = await this.applyDns(inputs);
+        return { id: stored?.id ?? String(Math.floor(Math.random() * 1e8)), outputs: { ...inputs, fqdn } };
+      }
+      case "command:remote:Command":
+        return this.runRemoteCommand(name, inputs, op, stored);
+      case "command:remote:CopyToRemote":
+        return this.copyToRemote(inputs);
+      default:
+        throw new Error(`local cloud: no stand-in for resource type ${type} (${name})`);
+    }
+  }
+
+  private async createKeyPair(name: string, inputs: Inputs): Promise<{ id: string; outputs: Inputs }> {
+    if (inputs.algorithm !== "ED25519") throw new Error(`local cloud: only ED25519 keys are made here, not ${String(inputs.algorithm)}`);
+    const dir = fs.mkdtempSync(path.join(this.opts.stateDir, "key-"));
+    try {
+      await run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", name, "-f", path.join(dir, "k")]);
+      const privateKeyOpenssh = fs.readFileSync(path.join(dir, "k"), "utf8");
+      const publicKeyOpenssh = `${fs.readFileSync(path.join(dir, "k.pub"), "utf8").trim().split(" ").slice(0, 2).join(" ")}\n`;
+      return { id: sha(publicKeyOpenssh).slice(0, 16), outputs: { ...inputs, privateKeyOpenssh, publicKeyOpenssh, privateKeyPem: "" } };
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  private async createDroplet(inputs: Inputs): Promise<{ id: string; outputs: Inputs }> {
+    const fps = (inputs.sshKeys as string[] | undefined) ?? [];
+    const publicKeys = fps.map((fp) => {
+      const k = this.sshKeys.get(fp);
+      if (!k) throw new Error(`local cloud: droplet ${String(inputs.name)} names SSH key ${fp}, which is not registered (DigitalOcean would refuse)`);
+      return k;
+    });
+    const address = await freeLoopbackAddress();
+    const name = String(inputs.name);
+    this.log(`    booting ${name} on ${address} (qemu, TCG)`);
+    const vm = await bootVm({
+      name, address, userData: String(inputs.userData ?? ""), publicKeys, hostname: name,
+      workDir: path.join(this.opts.stateDir, "vms"), log: (m) => this.log(`    ${m}`),
+    });
+    try {
+      await vm.waitForSsh(8 * 60_000);
+    } catch (e) {
+      await vm.powerOff().catch(() => undefined);
+      throw e;
+    }
+    const id = String(100000000 + (parseInt(sha(vm.dir + Date.now()).slice(0, 6), 16)));
+    this.vms.set(id, vm);
+    this.state.vms[id] = { dropletId: id, pid: vm.pid, dir: vm.dir, address };
+    return { id, outputs: { ...inputs, ipv4Address: address, ipv4AddressPrivate: "10.0.2.15", ipv6Address: undefined, status: "active", urn: `do:droplet:${id}` } };
+  }
+
+  private checkFirewall(inputs: Inputs): void {
+    const ids = ((inputs.dropletIds as unknown[]) ?? []).map(String);
+    const known = Object.keys(this.state.vms);
+    for (const id of ids) {
+      if (!known.includes(id)) throw new Error(`local cloud: firewall ${String(inputs.name)} names droplet ${id}, which does not exist`);
+    }
+    if (!ids.length) throw new Error(`local cloud: firewall ${String(inputs.name)} applies to no droplet`);
+  }
+
+  private async applyDns(inputs: Inputs): Promise<string> {
+    const fqdn = inputs.name === "@" ? String(inputs.domain) : `${String(inputs.name)}.${String(inputs.domain)}`;
+    if (inputs.type === "A") await this.opts.pebble.addARecord(fqdn, String(inputs.value));
+    else if (inputs.type === "AAAA") await this.opts.pebble.addAAAARecord(fqdn, String(inputs.value));
+    else throw new Error(`local cloud: DNS record type ${String(inputs.type)} is not simulated`);
+    return fqdn;
+  }
+
+  private async exec(conn: SshConnection, command: string, stdin: string | undefined, env: Record<string, string> | undefined, logging: string, label: string): Promise<{ stdout: string; stderr: string }> {
+    const r = await sshExec(conn, command, { stdin, env, timeoutMs: 30 * 60_000 });
+    const show = (stream: "stdout" | "stderr", text: string) => {
+      if (logging === "none" || !text) return;
+      if (logging !== "stdoutAndStderr" && logging !== stream) return;
+      for (const line of text.replace(/\n$/, "").split("\n")) this.log(`    ${label} ${stream === "stderr" ? "!" : "|"} ${line}`);
+    };
+    show("stdout", r.stdout);
+    show("stderr", r.stderr);
+    if (r.code !== 0) {
+      const shown = logging === "none" ? "(output hidden: logging is none)" : `stdout:\n${r.stdout}\nstderr:\n${r.stderr}`;
+      throw new Error(`${label}: process exited with status ${r.code}${r.signal ? ` (signal ${r.signal})` : ""}\n${shown}`);
+    }
+    return { stdout: r.stdout, stderr: r.stderr };
+  }
+
+  private async runRemoteCommand(name: string, inputs: Inputs, op: StepRecord["op"], stored?: StoredResource): Promise<{ id: string; outputs: Inputs }> {
+    const conn = toConnection(inputs.connection as Inputs);
+    const command = op === "update" && typeof inputs.update === "string" ? inputs.update : inputs.create;
+    if (typeof command !== "string") return { id: stored?.id ?? name, outputs: { ...inputs, stdout: "", stderr: "" } };
+    const logging = String(inputs.logging ?? "stdoutAndStderr");
+    const env = inputs.environment as Record<string, string> | undefined;
+    const out = await this.exec(conn, command, inputs.stdin as string | undefined, env, logging, name);
+    return { id: stored?.id ?? `${name}-${sha(String(Date.now())).slice(0, 8)}`, outputs: { ...inputs, ...out } };
+  }
+
+  private async copyToRemote(inputs: Inputs): Promise<{ id: string; outputs: Inputs }> {
+    const conn = toConnection(inputs.connection as Inputs);
+    const source = inputs.source as { assetPath?: string };
+    if (!source?.assetPath) throw new Error("local cloud: CopyToRemote source must be path based (FileAsset or FileArchive)");
+    await sftpWriteDir(conn, source.assetPath, String(inputs.remotePath));
+    return { id: sha(String(inputs.remotePath)).slice(0, 12), outputs: { ...inputs } };
+  }
+
+  private async deleteUnregistered(): Promise<void> {
+    for (const [k, stored] of Object.entries(this.state.resources).reverse()) {
+      if (this.registered.has(k)) continue;
+      const started = Date.now();
+      await this.deleteResource(stored);
+      delete this.state.resources[k];
+      this.steps.push({ type: stored.type, name: stored.name, op: "delete", ms: Date.now() - started });
+      this.log(`  - ${stored.type} ${stored.name} deleted`);
+    }
+  }
+
+  private async deleteResource(stored: StoredResource): Promise<void> {
+    if (stored.type === "command:remote:Command" && stored.deleteCommand && stored.connection) {
+      await this.exec(stored.connection, stored.deleteCommand, undefined, undefined, "stdoutAndStderr", `${stored.name} (delete)`);
+    }
+    if (stored.type === "digitalocean:index/droplet:Droplet") {
+      const vm = this.state.vms[stored.id];
+      if (vm) await this.stopVm(vm);
+      delete this.state.vms[stored.id];
+    }
+  }
+
+  private async stopVm(stored: StoredVm): Promise<void> {
+    const live = this.vms.get(stored.dropletId);
+    if (live) {
+      await live.powerOff();
+      this.vms.delete(stored.dropletId);
+    } else if (isRunning(stored.pid, path.join(stored.dir, "qmp.sock"))) {
+      // A VM left running by an earlier `up` (another process): adopt it, then stop it.
+      registerProcess(stored.pid, { kind: "qemu", cmdlineMark: path.join(stored.dir, "qmp.sock"), description: `qemu for ${stored.address}` });
+      await stopProcess(stored.pid, "SIGTERM", 30_000);
+    }
+    this.log(`    powered off the VM at ${stored.address}`);
+  }
+}
