@@ -194,10 +194,8 @@ describe("end to end on the local cloud", function () {
   });
 
   it("re-running every provisioning and release script changes nothing", async () => {
-    const fingerprint = () => onServer([
-      "sudo md5sum /etc/nginx/sites-enabled/* /etc/nginx/snippets/dropstack-acme.conf /etc/supervisor/conf.d/* /srv/app/shared/*.json /srv/app/shared/*.py /home/deploy/.ssh/authorized_keys /etc/letsencrypt/live/*/cert.pem",
-      "cat /run/nginx.pid", "sudo supervisorctl pid app", "readlink /srv/app/current",
-    ].join(" && "));
+    const files = "/etc/nginx/sites-enabled/* /etc/nginx/snippets/dropstack-acme.conf /etc/supervisor/conf.d/* /srv/app/shared/*.json /srv/app/shared/*.py /home/deploy/.ssh/authorized_keys /etc/letsencrypt/live/*/cert.pem /etc/letsencrypt/renewal-hooks/deploy/*";
+    const fingerprint = () => onServer(`sudo bash -c 'md5sum ${files} && cat /run/nginx.pid && supervisorctl pid app && readlink /srv/app/current'`);
     const before = await fingerprint();
     for (const name of ["host-cloud-init", "host-base", "certificate-certbot", "site-nginx", "app-release"]) {
       const res = first.resources.find((r) => r.name === name);
