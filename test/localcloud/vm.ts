@@ -46,6 +46,8 @@ export interface Vm {
 }
 
 const FORWARDED_PORTS = [22, 80, 443];
+/** The emulated CPU model (TCG); overridable for experiments. */
+const QEMU_CPU = process.env.DROPSTACK_LOCALCLOUD_QEMU_CPU ?? "max";
 /** Addresses handed out by freeLoopbackAddress() in this process and not yet bound by qemu. */
 const reserved = new Set<string>();
 
@@ -139,7 +141,7 @@ async function startQemu(dir: string, image: Image, opts: BootVmOptions): Promis
   const forwards = FORWARDED_PORTS.map((p) => `hostfwd=tcp:${a}:${p}-:${p}`).join(",");
   const pidFile = path.join(dir, "qemu.pid");
   const args = [
-    ...["-name", opts.name, "-accel", "tcg", "-cpu", "max", "-machine", "q35"],
+    ...["-name", opts.name, "-accel", "tcg", "-cpu", QEMU_CPU, "-machine", "q35"],
     ...["-m", String(opts.memoryMb ?? 2048), "-smp", "2"],
     ...["-kernel", image.kernel, "-initrd", image.initrd],
     ...["-append", "root=/dev/vda rw console=ttyS0 net.ifnames=0"],
