@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# Installed by dropstack as /usr/local/sbin/dropstack-switch (and dropstack-rollback).
+#
+# Puts a built release live without dropping a request: the release boots in the idle slot
+# (blue or green: a second gunicorn under supervisor, on its own unix socket) beside the live one,
+# must pass the health check through its own socket, then nginx's upstream socket symlink is
+# swapped atomically (no nginx reload, so no keep-alive connection is closed) and the old slot is
+# stopped gracefully (in-flight requests finish). On any failure the new slot is stopped and the
+# live release keeps serving.
+#
+#   dropstack-switch <release-id> [--by WHO] [--release-command] [--lock-held]
+#   dropstack-rollback [<release-id>] [--by WHO]    (default: the previous release)
+#   dropstack-switch --status
+set -euo pipefail
+umask 022
+
+me=${0##*/}
+log() { printf '[%s] %s\n' "$me" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+conf=/etc/dropstack/app
+[ -r "$conf" ] || die "$conf is missing: was this server provisioned by dropstack?"
+app=$(<"$conf")
+[[ $app =~ ^[a-z][a-z0-9-]{0,30}$ ]] || die "bad app name in $conf"
+root=/srv/$app
+state=$root/shared/.dropstack
+releases=$root/releases
+rundir=/run/dropstack-$app
+lock=$root/.deploy.lock
+
+setting() {
+  local value
+  value=$(<"$state/$1") || die "setting $1 is missing in $state (run a release first)"
+  printf '%s' "$value"
+}
+
+active_slot() {
+  local target
+  target=$(readlink "$root/current.sock" 2>/dev/null || true)
+  case "${target##*/}" in
+    blue.sock) echo blue ;;
+    green.sock) echo green ;;
+    *) echo "" ;;
+  esac
+}
+
+release_of() { readlink "$1" 2>/dev/null | sed 's#.*/##'; }
+
+# Release ids on this server, newest first.
+list_releases() { find "$releases" -mindepth 1 -maxdepth 1 -type d ! -name '.*' -printf '%T@ %f\n' | sort -rn | cut -d' ' -f2-; }
+
+audit() {
+  printf '%s action=%s release=%s by=%s result=%s\n' "$(date -u +%FT%TZ)" "$action" "$id" "$by" "$1" >>"$root/shared/log/releases.log"
+}
+
+# ---- arguments
+action=switch
+id=
+by=${SUDO_USER:-$(id -un)}
+run_release_command=0
+lock_held=0
+[ "$me" = dropstack-rollback ] && action=rollback
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --by) by=$2; shift 2 ;;
+    --release-command) run_release_command=1; shift ;;
+    --lock-held) lock_held=1; shift ;;
+    --status)
+      printf 'app=%s live=%s slot=%s previous=%s\n' "$app" "$(release_of "$root/current")" "$(active_slot)" "$(release_of "$root/previous")"
+      list_releases
+      exit 0 ;;
+    -*) die "unknown option $1" ;;
+    *) id=$1; shift ;;
+  esac
+done
+if [ -z "$id" ]; then
+  [ "$action" = rollback ] || die "usage: $me <release-id>"
+  id=$(release_of "$root/previous")
+  [ -n "$id" ] || die "no previous release to roll back to"
+fi
+[[ $id =~ ^[A-Za-z0-9._-]{1,80}$ ]] || die "bad release id: $id"
+release=$releases/$id
+[ -f "$release/.dropstack-complete" ] || die "release $id is not on this server (kept: $(list_releases | tr '\n' ' '))"
+
+# ---- one release at a time; a waiting one names the holder
+if [ "$lock_held" = 0 ]; then
+  exec 9>>"$lock"
+  if ! flock -n 9; then
+    log "waiting for the deploy lock: $(cat "$lock.holder" 2>/dev/null || echo unknown holder)"
+    flock -w 600 9 || die "the deploy lock is still held by $(cat "$lock.holder" 2>/dev/null || echo 'an unknown process') after 600 s"
+  fi
+  printf '%s %s (pid %s) since %s\n' "$action" "$by" "$$" "$(date -u +%FT%TZ)" >"$lock.holder"
+fi
+
+live_slot=$(active_slot)
+live_release=$(release_of "$root/current")
+if [ "$live_release" = "$id" ] && [ -n "$live_slot" ] && supervisorctl status "$app-$live_slot" 2>/dev/null | grep -q RUNNING; then
+  log "release $id is already live (slot $live_slot)"
+  echo "live=$id slot=$live_slot changed=no"
+  exit 0
+fi
+new_slot=blue
+[ "$live_slot" = blue ] && new_slot=green
+socket=$rundir/$new_slot.sock
+slot_conf=/etc/supervisor/conf.d/dropstack-$app-$new_slot.conf
+slot_log=$root/shared/log/$new_slot.log
+
+health_path=$(setting health_path)
+health_host=$(setting health_host)
+health_status=$(setting health_status)
+health_timeout=$(setting health_timeout)
+health_attempts=$(setting health_attempts)
+
+stop_slot() {
+  rm -f "/etc/supervisor/conf.d/dropstack-$app-$1.conf"
+  supervisorctl update >/dev/null
+}
+
+fail() {
+  stop_slot "$new_slot"
+  audit failed
+  die "$1
+release $id was NOT switched live; ${live_release:-nothing} keeps serving.
+Last lines of $slot_log:
+$(tail -n 40 "$slot_log" 2>/dev/null || true)"
+}
+
+# ---- release command (e.g. migrations), in the new release with the app's environment
+if [ "$run_release_command" = 1 ] && [ -s "$state/release_command" ]; then
+  log "running the release command in $id"
+  if ! output=$(cd "$release" && runuser -u "$app" -- env PATH="$release/.venv/bin:/usr/local/bin:/usr/bin:/bin" \
+      "$release/.venv/bin/python" -c 'import json, os, sys
+env = dict(os.environ)
+env.update(json.load(open(sys.argv[1], encoding="utf-8")))
+os.execvpe("/bin/sh", ["sh", "-c", open(sys.argv[2], encoding="utf-8").read()], env)' \
+      "$root/shared/env.json" "$state/release_command" 2>&1); then
+    audit failed
+    die "the release command failed in release $id; nothing was switched:
+$output"
+  fi
+fi
+
+# ---- boot the new slot beside the live one
+sed -e "s#@SLOT@#$new_slot#g" -e "s#@RELEASE@#$id#g" "$state/supervisor-slot.conf" >"$slot_conf.tmp"
+mv -f "$slot_conf.tmp" "$slot_conf"
+: >"$slot_log.tmp" && chown "$app:$app" "$slot_log.tmp" && mv -f "$slot_log.tmp" "$slot_log"
+rm -f "$socket"
+supervisorctl update >/dev/null
+supervisorctl start "$app-$new_slot" >/dev/null 2>&1 || true
+
+code=
+for attempt in $(seq 1 "$health_attempts"); do
+  code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time "$health_timeout" --unix-socket "$socket" \
+    -H "Host: $health_host" -H 'X-Forwarded-Proto: https' "http://localhost$health_path" 2>/dev/null || true)
+  [ "$code" = "$health_status" ] && break
+  log "health check $attempt/$health_attempts on slot $new_slot: $health_path answered ${code:-nothing} (want $health_status)"
+  sleep 1
+done
+[ "$code" = "$health_status" ] || fail "health check failed: GET $health_path through $socket answered ${code:-nothing} $health_attempts times (want $health_status)"
+
+# ---- switch: nginx connects through this symlink for every new upstream connection
+ln -sfn "$socket" "$root/current.sock.tmp"
+mv -Tf "$root/current.sock.tmp" "$root/current.sock"
+ln -sfn "$release" "$root/current.tmp"
+mv -Tf "$root/current.tmp" "$root/current"
+if [ -n "$live_release" ] && [ "$live_release" != "$id" ]; then
+  ln -sfn "$releases/$live_release" "$root/previous.tmp"
+  mv -Tf "$root/previous.tmp" "$root/previous"
+fi
+log "release $id is live on slot $new_slot"
+
+# ---- drain and stop the old slot (gunicorn finishes in-flight requests on TERM)
+if [ -n "$live_slot" ]; then
+  stop_slot "$live_slot"
+fi
+audit ok
+
+# ---- keep the newest releases; never the live or the previous one
+keep=$(setting keep_releases)
+previous=$(release_of "$root/previous")
+mapfile -t old < <(list_releases | tail -n +"$((keep + 1))")
+for r in "${old[@]}"; do
+  if [ "$r" != "$id" ] && [ "$r" != "$previous" ]; then
+    rm -rf "${releases:?}/$r"
+    log "removed old release $r"
+  fi
+done
+echo "live=$id slot=$new_slot changed=yes"

@@ -1,0 +1,86 @@
+// A small HTTPS load client for the local cloud: every request's outcome is recorded (status,
+// body marker, error), nothing is retried or hidden. Closed loop (the next request starts when
+// the previous one ends) over keep-alive connections, or open loop (evenly spaced requests).
+import * as https from "https";
+import * as tls from "tls";
+
+export interface Outcome { at: number; status: number; marker: string; error?: string; ms: number }
+
+export interface LoadTarget {
+  /** Host name the site answers on (SNI, Host header). */
+  host: string;
+  /** Address to connect to (the VM's loopback address). */
+  address: string;
+  /** CA to trust (Pebble's root). */
+  ca: string;
+  path: string;
+  /** Extracts what to record from a body, e.g. the app version. */
+  marker?: (body: string) => string;
+}
+
+function requestOnce(t: LoadTarget, agent: https.Agent, timeoutMs: number): Promise<Outcome> {
+  const started = Date.now();
+  return new Promise((resolve) => {
+    const req = https.request({
+      host: t.host, servername: t.host, path: t.path, method: "GET", agent, ca: t.ca, timeout: timeoutMs,
+      lookup: (_h, opts, cb) => {
+        if ((opts as { all?: boolean }).all) (cb as unknown as (e: null, a: { address: string; family: number }[]) => void)(null, [{ address: t.address, family: 4 }]);
+        else cb(null, t.address, 4);
+      },
+      checkServerIdentity: (host, cert) => tls.checkServerIdentity(host, cert),
+    }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (c) => (body += c));
+      res.on("end", () => resolve({ at: started, status: res.statusCode ?? 0, marker: t.marker ? t.marker(body) : "", ms: Date.now() - started }));
+      res.on("error", (e) => resolve({ at: started, status: 0, marker: "", error: String(e), ms: Date.now() - started }));
+    });
+    req.on("timeout", () => req.destroy(new Error(`timeout after ${timeoutMs} ms`)));
+    req.on("error", (e) => resolve({ at: started, status: 0, marker: "", error: String(e), ms: Date.now() - started }));
+    req.end();
+  });
+}
+
+/** Requests back to back over `connections` keep-alive connections until `stop` resolves. */
+export async function closedLoop(t: LoadTarget, stop: Promise<unknown>, opts: { connections?: number; timeoutMs?: number; maxRequests?: number } = {}): Promise<Outcome[]> {
+  const agent = new https.Agent({ keepAlive: true, maxSockets: opts.connections ?? 4 });
+  const outcomes: Outcome[] = [];
+  let done = false;
+  stop.then(() => (done = true), () => (done = true));
+  const max = opts.maxRequests ?? 200_000;
+  const worker = async () => {
+    while (!done && outcomes.length < max) outcomes.push(await requestOnce(t, agent, opts.timeoutMs ?? 15_000));
+  };
+  await Promise.all(Array.from({ length: opts.connections ?? 4 }, worker));
+  agent.destroy();
+  return outcomes.sort((a, b) => a.at - b.at);
+}
+
+/** Sends `rate` requests per second, evenly spaced, for `seconds`; every outcome recorded. */
+export async function openLoop(t: LoadTarget, rate: number, seconds: number, opts: { keepAlive?: boolean; timeoutMs?: number } = {}): Promise<Outcome[]> {
+  const agent = new https.Agent({ keepAlive: opts.keepAlive ?? true, maxSockets: 64 });
+  const total = Math.round(rate * seconds);
+  const start = Date.now();
+  const pending: Promise<Outcome>[] = [];
+  for (let i = 0; i < total; i++) {
+    const due = start + (i * 1000) / rate;
+    const wait = due - Date.now();
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    pending.push(requestOnce(t, agent, opts.timeoutMs ?? 15_000));
+  }
+  const outcomes = await Promise.all(pending);
+  agent.destroy();
+  return outcomes;
+}
+
+/** Count of outcomes that are not the wanted status (errors included). */
+export function failures(outcomes: Outcome[], want = 200): Outcome[] {
+  return outcomes.filter((o) => o.status !== want);
+}
+
+/** The sequence of distinct markers in time order, e.g. ["v1", "v2"]. */
+export function markerRuns(outcomes: Outcome[]): string[] {
+  const runs: string[] = [];
+  for (const o of outcomes) if (o.status === 200 && runs[runs.length - 1] !== o.marker) runs.push(o.marker);
+  return runs;
+}
