@@ -1,6 +1,7 @@
 """dropstack's sample app: a small Flask site deployed by default.
 
-Routes: / (a page), /healthz (the health check), /static/style.css (served by nginx).
+Routes: / (a page), /healthz (the health check), /static/style.css (served by nginx),
+POST /counter (a counter kept in shared/data, which survives releases).
 """
 import os
 import socket
@@ -36,6 +37,21 @@ def index():
         scheme=request.scheme,
         version=VERSION,
     )
+
+
+@app.route("/counter", methods=["POST"])
+def counter():
+    """Counts in a file under shared/data: data that must survive releases and rollbacks."""
+    path = os.path.join(os.environ.get("DROPSTACK_DATA_DIR", "."), "counter.txt")
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = int(f.read() or 0)
+    except FileNotFoundError:
+        value = 0
+    value += 1
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(str(value))
+    return jsonify(counter=value, version=VERSION)
 
 
 @app.route("/healthz")

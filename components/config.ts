@@ -129,6 +129,21 @@ export const schema = z.object({
   maxBodySize: str(/^[0-9]{1,6}[kKmMgG]?$/, "an nginx size", '"10m" or "512k"').default("10m"),
   /** Path that answers 200 when the app is healthy. */
   healthPath: str(/^\/[A-Za-z0-9._~/-]*$/, "a URL path starting with /", '"/healthz"').default("/healthz"),
+  /** Status the health check must answer. */
+  healthStatus: z.number({ invalid_type_error: "expected an HTTP status code, e.g. 200" })
+    .int("expected an HTTP status code, e.g. 200").min(200, "expected a 2xx or 3xx status, e.g. 200").max(399, "expected a 2xx or 3xx status, e.g. 200").default(200),
+  /** Seconds one health check may take. */
+  healthTimeout: z.number({ invalid_type_error: "expected seconds, e.g. 5" })
+    .int("expected whole seconds, e.g. 5").min(1, "expected at least 1 second, e.g. 5").max(120, "expected at most 120 seconds, e.g. 5").default(5),
+  /** Health checks (one a second) before a release is refused. */
+  healthAttempts: z.number({ invalid_type_error: "expected a number of attempts, e.g. 30" })
+    .int("expected a whole number of attempts, e.g. 30").min(1, "expected at least 1 attempt, e.g. 30").max(600, "expected at most 600 attempts, e.g. 30").default(30),
+  /** Command run in the new release before it goes live (e.g. migrations); its failure aborts the release. */
+  releaseCommand: z.string({ invalid_type_error: 'expected a shell command, e.g. "flask db upgrade"' })
+    .min(1, 'expected a shell command, e.g. "flask db upgrade"')
+    .refine((c) => !c.includes("\0"), "cannot contain NUL bytes").optional(),
+  /** A version label for releases (shown in the release id). */
+  releaseVersion: str(/^[A-Za-z0-9._-]{1,40}$/, "a version label of letters, digits, '.', '_' or '-'", '"v1.4.2"').optional(),
   /** Releases kept on the server (the current and previous ones are never removed). */
   keepReleases: z.number({ invalid_type_error: "expected a whole number, e.g. 5" })
     .int("expected a whole number, e.g. 5").min(2, "expected at least 2 (current and previous), e.g. 5").max(50, "expected at most 50, e.g. 5").default(5),
@@ -159,7 +174,7 @@ export class ConfigError extends Error {
 }
 
 const NON_STRING = new Set(["ipv6", "monitoring", "backups", "protect", "tags", "sshAllowedCidrs", "adminSshKeys",
-  "tls", "workers", "aptPackages", "env", "secretEnv", "keepReleases"]);
+  "tls", "workers", "aptPackages", "env", "secretEnv", "keepReleases", "healthStatus", "healthTimeout", "healthAttempts"]);
 
 /**
  * Turns Pulumi's flat config map ("dropstack:key" → string, JSON for non-strings) into raw values.

@@ -1,6 +1,6 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
-import { renderNginxDefault } from "./render";
+import { renderNginxDefault, renderSwitchScript } from "./render";
 import { Connection, remoteStep } from "./steps";
 
 export interface HostSetupArgs {
@@ -24,7 +24,8 @@ export interface HostSetupArgs {
 
 /**
  * Prepares a droplet over SSH: waits for cloud-init, then installs nginx, supervisor, gunicorn,
- * python3-venv and certbot, creates the app's user and folders and installs the deploy user's keys.
+ * python3-venv and certbot, creates the app's user and folders, installs the deploy user's keys and
+ * the release switch (`dropstack-switch`, `dropstack-rollback`).
  * Its steps re-run only when their scripts or these settings change, never for an app change.
  */
 export class HostSetup extends pulumi.ComponentResource {
@@ -61,6 +62,7 @@ export class HostSetup extends pulumi.ComponentResource {
         APT_PACKAGES: args.aptPackages.join(" "),
         NGINX_DEFAULT: nginx.defaultServer,
         NGINX_ACME_SNIPPET: nginx.acmeSnippet,
+        SWITCH_SCRIPT: renderSwitchScript(),
       },
       triggers: [args.dropletId],
     }, { parent: this, dependsOn: [after] });

@@ -1,6 +1,6 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
-import { renderEnvJson, renderGunicornConf, renderSupervisorProgram } from "./render";
+import { renderEnvJson, renderGunicornConf, renderSupervisorSlot } from "./render";
 import { contentHash, folderHash } from "./shell";
 import { Connection, remoteStep } from "./steps";
 
@@ -25,6 +25,16 @@ export interface AppReleaseArgs {
   hasSecrets: boolean;
   /** Health check path. @default "/healthz" */
   healthPath: string;
+  /** Status the health check must answer. @default 200 */
+  healthStatus: number;
+  /** Seconds one health check may take. @default 5 */
+  healthTimeout: number;
+  /** Health checks (one a second) before the release is refused. @default 30 */
+  healthAttempts: number;
+  /** Command run in the new release before it goes live (migrations). @default none */
+  releaseCommand?: string;
+  /** Version label shown in the release id. @example "v1.4.2" @default none */
+  releaseVersion?: string;
   /** Host header of the health check. */
   fqdn: string;
   /** Releases kept. @default 5 */
@@ -36,10 +46,12 @@ export interface AppReleaseArgs {
 }
 
 /**
- * The app released into /srv/<app>/releases/<id> with its own virtualenv; `current` flips to it and
- * gunicorn (under supervisor, on a unix socket) must pass the health check, else the previous
- * release stays. The id is a hash of the app's files and its settings, so the release runs again
- * exactly when one of them changes.
+ * The app released into /srv/<app>/releases/<id> with its own virtualenv, booted in the idle
+ * blue/green slot beside the live one, health-checked through its own socket and only then given
+ * the traffic (an atomic socket-symlink swap: no request dropped, no nginx reload); a release that
+ * fails its release command or health check never goes live. The id is a hash of the app's files
+ * and its settings, so the release runs again exactly when one of them changes, and a release
+ * still on the server is reused (rolling back through Pulumi is instant).
  */
 export class AppRelease extends pulumi.ComponentResource {
   /** Release id (content hash), as on the server. */
@@ -50,8 +62,9 @@ export class AppRelease extends pulumi.ComponentResource {
   constructor(name: string, args: AppReleaseArgs, opts?: pulumi.ComponentResourceOptions) {
     super("dropstack:index:AppRelease", name, {}, opts);
     const gunicornConf = renderGunicornConf({ app: args.app, workers: args.workers });
-    const supervisorConf = renderSupervisorProgram({ app: args.app, wsgi: args.wsgi });
-    this.releaseId = `r${contentHash(folderHash(args.sourceDir), gunicornConf, supervisorConf).slice(0, 12)}`;
+    const supervisorConf = renderSupervisorSlot({ app: args.app, wsgi: args.wsgi });
+    const hash = contentHash(folderHash(args.sourceDir), gunicornConf, supervisorConf, args.releaseCommand ?? "").slice(0, 12);
+    this.releaseId = args.releaseVersion ? `${args.releaseVersion}-${hash.slice(0, 8)}` : `r${hash}`;
     const uploadDir = `/home/${args.deployUser}/dropstack-upload-${this.releaseId}`;
     const upload = this.upload(name, args, uploadDir, opts?.dependsOn);
     const step = this.release(name, args, { uploadDir, gunicornConf, supervisorConf }, [upload]);
@@ -81,9 +94,13 @@ export class AppRelease extends pulumi.ComponentResource {
         UPLOAD_DIR: files.uploadDir,
         ENV_JSON: envJson,
         GUNICORN_CONF: files.gunicornConf,
-        SUPERVISOR_CONF: files.supervisorConf,
+        SUPERVISOR_SLOT: files.supervisorConf,
         HEALTH_PATH: args.healthPath,
         HEALTH_HOST: args.fqdn,
+        HEALTH_STATUS: String(args.healthStatus),
+        HEALTH_TIMEOUT: String(args.healthTimeout),
+        HEALTH_ATTEMPTS: String(args.healthAttempts),
+        RELEASE_COMMAND: args.releaseCommand ?? "",
         KEEP_RELEASES: String(args.keepReleases),
         TRIGGERED_BY: args.triggeredBy,
       },

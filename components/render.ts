@@ -35,9 +35,17 @@ export function renderNginxDefault(): { defaultServer: string; acmeSnippet: stri
   };
 }
 
-/** supervisor's program section for the app. `%` is doubled: supervisor expands %(name)s. */
-export function renderSupervisorProgram(s: { app: string; wsgi: string }): string {
-  return renderTemplate(readRemoteFile("templates/supervisor-program.conf"), { app: s.app, wsgi: s.wsgi.replace(/%/g, "%%") }, inert);
+/**
+ * supervisor's program section for one blue/green slot. The switch script on the server fills
+ * @SLOT@ and @RELEASE@; `%` is doubled because supervisor expands %(name)s.
+ */
+export function renderSupervisorSlot(s: { app: string; wsgi: string }): string {
+  return renderTemplate(readRemoteFile("templates/supervisor-slot.conf"), { app: s.app, wsgi: s.wsgi.replace(/%/g, "%%") }, inert);
+}
+
+/** The server-side switch/rollback command (installed as /usr/local/sbin/dropstack-switch). */
+export function renderSwitchScript(): string {
+  return readRemoteFile("templates/dropstack-switch.sh");
 }
 
 /** gunicorn's config file; workers unset means 2 x CPUs + 1 on the server. */

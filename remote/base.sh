@@ -4,7 +4,7 @@
 # Idempotent: a second run with the same values changes nothing and restarts nothing.
 set -euo pipefail
 
-require V_APP V_DEPLOY_USER V_AUTHORIZED_KEYS V_APT_PACKAGES V_NGINX_DEFAULT V_NGINX_ACME_SNIPPET
+require V_APP V_DEPLOY_USER V_AUTHORIZED_KEYS V_APT_PACKAGES V_NGINX_DEFAULT V_NGINX_ACME_SNIPPET V_SWITCH_SCRIPT
 
 app=$V_APP
 [[ $app =~ ^[a-z][a-z0-9-]{0,30}$ ]] || die "bad app name"
@@ -12,7 +12,7 @@ app=$V_APP
 
 # Packages: the stack's own plus the user's extra ones (names were validated by the program).
 read -r -a extra <<<"$V_APT_PACKAGES"
-ensure_packages nginx supervisor gunicorn python3-venv python3-pip certbot curl ca-certificates "${extra[@]}"
+ensure_packages nginx supervisor gunicorn python3-venv python3-pip certbot curl ca-certificates util-linux "${extra[@]}"
 
 # The app runs as its own system user; www-data joins its group to reach the socket.
 if ! id -u "$app" >/dev/null 2>&1; then
@@ -31,6 +31,13 @@ ensure_dir "/srv/$app/releases" 755 root:root
 ensure_dir "/srv/$app/shared" 750 "root:$app"
 ensure_dir "/srv/$app/shared/data" 750 "$app:$app"
 ensure_dir "/srv/$app/shared/log" 750 "$app:$app"
+ensure_dir "/srv/$app/shared/.dropstack" 755 root:root
+
+# The release switch (blue/green, health-gated) and its rollback, used by releases and by people.
+ensure_dir /etc/dropstack 755 root:root
+write_file /etc/dropstack/app 644 root:root "$app"
+write_file /usr/local/sbin/dropstack-switch 755 root:root "$V_SWITCH_SCRIPT"
+ensure_link dropstack-switch /usr/local/sbin/dropstack-rollback
 write_file "/etc/tmpfiles.d/dropstack-$app.conf" 644 root:root "d /run/dropstack-$app 0750 $app $app -
 "
 if [ ! -d "/run/dropstack-$app" ] || [ "$WROTE" = 1 ]; then

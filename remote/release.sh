@@ -1,27 +1,37 @@
 #!/usr/bin/env bash
-# Releases the app: the uploaded source becomes releases/<id> with its own virtualenv, the
-# environment and gunicorn/supervisor configs are written, `current` flips atomically, gunicorn
-# restarts and must pass the health check; if it does not, `current` flips back and the step fails
-# with the app's log. Old releases beyond the configured number are removed (never current/previous).
+# Releases the app: the uploaded source becomes releases/<id> with its own virtualenv (built once;
+# a release still on the server is reused), the environment and gunicorn config are written to
+# shared/, then dropstack-switch boots it in the idle blue/green slot, runs the release command,
+# health-checks it through its own socket and only then switches traffic to it. On failure the
+# live release keeps serving and this step fails with the reason and the new release's log.
 set -euo pipefail
 
-require V_APP V_RELEASE_ID V_UPLOAD_DIR V_ENV_JSON V_GUNICORN_CONF V_SUPERVISOR_CONF \
-  V_HEALTH_PATH V_HEALTH_HOST V_KEEP_RELEASES V_TRIGGERED_BY
+require V_APP V_RELEASE_ID V_UPLOAD_DIR V_ENV_JSON V_GUNICORN_CONF V_SUPERVISOR_SLOT \
+  V_HEALTH_PATH V_HEALTH_HOST V_HEALTH_STATUS V_HEALTH_TIMEOUT V_HEALTH_ATTEMPTS V_KEEP_RELEASES \
+  V_RELEASE_COMMAND V_TRIGGERED_BY
 
 app=$V_APP
 id=$V_RELEASE_ID
 [[ $app =~ ^[a-z][a-z0-9-]{0,30}$ ]] || die "bad app name"
 [[ $id =~ ^[A-Za-z0-9._-]{1,80}$ ]] || die "bad release id"
-if ! [[ $V_KEEP_RELEASES =~ ^[0-9]+$ ]] || [ "$V_KEEP_RELEASES" -lt 2 ]; then die "bad number of releases to keep"; fi
+for n in V_HEALTH_STATUS V_HEALTH_TIMEOUT V_HEALTH_ATTEMPTS V_KEEP_RELEASES; do
+  [[ ${!n} =~ ^[0-9]+$ ]] || die "${n#V_} must be a number"
+done
+[[ $V_HEALTH_PATH =~ ^/[A-Za-z0-9._~/-]*$ ]] || die "bad health path"
+[[ $V_HEALTH_HOST =~ ^[a-z0-9.-]+$ ]] || die "bad health host"
 root=/srv/$app
 releases=$root/releases
 release=$releases/$id
-socket=/run/dropstack-$app/app.sock
-logfile=$root/shared/log/gunicorn.log
+state=$root/shared/.dropstack
+lock=$root/.deploy.lock
 
-# One release at a time on this server.
-exec 9>"$root/.deploy.lock"
-flock -w 600 9 || die "another release holds $root/.deploy.lock"
+# One release at a time on this server; a waiting one says who holds the lock.
+exec 9>>"$lock"
+if ! flock -n 9; then
+  log "waiting for the deploy lock: $(cat "$lock.holder" 2>/dev/null || echo unknown holder)"
+  flock -w 600 9 || die "the deploy lock is still held by $(cat "$lock.holder" 2>/dev/null || echo 'an unknown process') after 600 s"
+fi
+printf 'release %s by %s (pid %s) since %s\n' "$id" "$V_TRIGGERED_BY" "$$" "$(date -u +%FT%TZ)" >"$lock.holder"
 
 # 1. The release folder, built once: source, virtualenv, dependencies.
 if [ ! -f "$release/.dropstack-complete" ]; then
@@ -29,7 +39,7 @@ if [ ! -f "$release/.dropstack-complete" ]; then
   tmp=$releases/.$id.tmp
   rm -rf "$tmp"
   cp -R "$V_UPLOAD_DIR" "$tmp"
-  rm -rf "$tmp/.venv"
+  rm -rf "$tmp/.venv" "$tmp/shared"
   log "creating the virtualenv for release $id"
   # The venv sees the server's packages (gunicorn, pip); the system pip installs into the venv.
   # (--without-pip: seeding pip into every release costs ~90 s on a small droplet.)
@@ -40,6 +50,7 @@ if [ ! -f "$release/.dropstack-complete" ]; then
       || die "pip could not install requirements.txt of release $id"
   fi
   "$tmp/.venv/bin/python" -m compileall -q "$tmp" -x '/\.venv/' >/dev/null || true
+  ln -sfn "$root/shared" "$tmp/shared"
   chown -R root:root "$tmp"
   chmod -R u=rwX,go=rX "$tmp"
   touch "$tmp/.dropstack-complete"
@@ -49,70 +60,32 @@ if [ ! -f "$release/.dropstack-complete" ]; then
 fi
 rm -rf "$V_UPLOAD_DIR"
 
-# 2. Configuration that lives outside releases (the environment holds secrets: 0600, app-owned).
+# 2. What lives outside releases: the environment (secrets: 0600, app-owned), gunicorn's config,
+#    and the settings dropstack-switch (and dropstack-rollback) read.
 write_file "$root/shared/env.json" 600 "$app:$app" "$V_ENV_JSON"
 config_changed=$WROTE
 write_file "$root/shared/gunicorn.conf.py" 644 root:root "$V_GUNICORN_CONF"
 config_changed=$((config_changed | WROTE))
-write_file "/etc/supervisor/conf.d/dropstack-$app.conf" 644 root:root "$V_SUPERVISOR_CONF"
+write_file "$state/supervisor-slot.conf" 644 root:root "$V_SUPERVISOR_SLOT"
 config_changed=$((config_changed | WROTE))
+write_file "$state/health_path" 644 root:root "$V_HEALTH_PATH"
+write_file "$state/health_host" 644 root:root "$V_HEALTH_HOST"
+write_file "$state/health_status" 644 root:root "$V_HEALTH_STATUS"
+write_file "$state/health_timeout" 644 root:root "$V_HEALTH_TIMEOUT"
+write_file "$state/health_attempts" 644 root:root "$V_HEALTH_ATTEMPTS"
+write_file "$state/keep_releases" 644 root:root "$V_KEEP_RELEASES"
+write_file "$state/release_command" 644 root:root "$V_RELEASE_COMMAND"
 
-previous=$(readlink "$root/current" 2>/dev/null || true)
-
-health() {
-  curl -sS -o /dev/null -w '%{http_code}' --max-time 5 --unix-socket "$socket" \
-    -H "Host: $V_HEALTH_HOST" -H 'X-Forwarded-Proto: https' "http://localhost$V_HEALTH_PATH" 2>/dev/null || true
-}
-
-wait_healthy() {
-  local attempt code=
-  for attempt in $(seq 1 30); do
-    code=$(health)
-    [ "$code" = 200 ] && return 0
-    log "health check $attempt/30: $V_HEALTH_PATH answered ${code:-nothing}"
-    sleep 1
-  done
-  return 1
-}
-
-restart_app() {
-  supervisorctl reread >/dev/null
-  supervisorctl update >/dev/null
-  supervisorctl restart "$app" >/dev/null 2>&1 || true
-}
-
-audit() {
-  printf '%s release=%s by=%s result=%s\n' "$(date -u +%FT%TZ)" "$id" "$V_TRIGGERED_BY" "$1" >>"$root/shared/log/releases.log"
-}
-
-# 3. Switch, restart, check; roll back on failure.
-if [ "$previous" != "$release" ] || [ "$config_changed" = 1 ] || [ "$(health)" != 200 ]; then
-  ensure_link "$release" "$root/current"
-  restart_app
-  if ! wait_healthy; then
-    tail_log=$(tail -n 40 "$logfile" 2>/dev/null || true)
-    if [ -n "$previous" ] && [ "$previous" != "$release" ] && [ -d "$previous" ]; then
-      ensure_link "$previous" "$root/current"
-      restart_app
-      log "rolled back to ${previous##*/}"
-    fi
-    audit failed
-    die "release $id failed its health check: GET $V_HEALTH_PATH did not answer 200 within 30 attempts.
-Last lines of $logfile:
-$tail_log"
-  fi
-  audit ok
-  CHANGED=1
+# 3. Boot, check, switch (or refuse). A changed environment or config re-boots the same release.
+args=("$id" --by "$V_TRIGGERED_BY" --release-command --lock-held)
+[ "$config_changed" = 1 ] && args+=(--force)
+if ! result=$(/usr/local/sbin/dropstack-switch "${args[@]}"); then
+  rm -f "$lock.holder"
+  exit 1
 fi
-
-# 4. Keep the newest releases; never the current or the previous one.
-mapfile -t old < <(find "$releases" -mindepth 1 -maxdepth 1 -type d ! -name '.*' -printf '%T@ %p\n' | sort -rn | cut -d' ' -f2- | tail -n +"$((V_KEEP_RELEASES + 1))")
-for dir in "${old[@]}"; do
-  if [ "$dir" != "$release" ] && [ "$dir" != "$previous" ]; then
-    rm -rf "$dir"
-    log "removed old release ${dir##*/}"
-  fi
-done
-
+rm -f "$lock.holder"
+case "$result" in
+  *changed=yes*) CHANGED=1 ;;
+esac
 echo "release=$id"
 finish

@@ -8,7 +8,7 @@
 # stopped gracefully (in-flight requests finish). On any failure the new slot is stopped and the
 # live release keeps serving.
 #
-#   dropstack-switch <release-id> [--by WHO] [--release-command] [--lock-held]
+#   dropstack-switch <release-id> [--by WHO] [--release-command] [--force] [--lock-held]
 #   dropstack-rollback [<release-id>] [--by WHO]    (default: the previous release)
 #   dropstack-switch --status
 set -euo pipefail
@@ -58,6 +58,7 @@ action=switch
 id=
 by=${SUDO_USER:-$(id -un)}
 run_release_command=0
+force=0
 lock_held=0
 [ "$me" = dropstack-rollback ] && action=rollback
 while [ $# -gt 0 ]; do
@@ -65,6 +66,7 @@ while [ $# -gt 0 ]; do
     --by) by=$2; shift 2 ;;
     --release-command) run_release_command=1; shift ;;
     --lock-held) lock_held=1; shift ;;
+    --force) force=1; shift ;;
     --status)
       printf 'app=%s live=%s slot=%s previous=%s\n' "$app" "$(release_of "$root/current")" "$(active_slot)" "$(release_of "$root/previous")"
       list_releases
@@ -90,11 +92,12 @@ if [ "$lock_held" = 0 ]; then
     flock -w 600 9 || die "the deploy lock is still held by $(cat "$lock.holder" 2>/dev/null || echo 'an unknown process') after 600 s"
   fi
   printf '%s %s (pid %s) since %s\n' "$action" "$by" "$$" "$(date -u +%FT%TZ)" >"$lock.holder"
+  trap 'rm -f "$lock.holder"' EXIT
 fi
 
 live_slot=$(active_slot)
 live_release=$(release_of "$root/current")
-if [ "$live_release" = "$id" ] && [ -n "$live_slot" ] && supervisorctl status "$app-$live_slot" 2>/dev/null | grep -q RUNNING; then
+if [ "$force" = 0 ] && [ "$live_release" = "$id" ] && [ -n "$live_slot" ] && supervisorctl status "$app-$live_slot" 2>/dev/null | grep -q RUNNING; then
   log "release $id is already live (slot $live_slot)"
   echo "live=$id slot=$live_slot changed=no"
   exit 0
@@ -175,14 +178,16 @@ if [ -n "$live_slot" ]; then
 fi
 audit ok
 
-# ---- keep the newest releases; never the live or the previous one
+# ---- keep `keep_releases` releases: the live one, the previous one, then the newest others
 keep=$(setting keep_releases)
 previous=$(release_of "$root/previous")
-mapfile -t old < <(list_releases | tail -n +"$((keep + 1))")
-for r in "${old[@]}"; do
-  if [ "$r" != "$id" ] && [ "$r" != "$previous" ]; then
-    rm -rf "${releases:?}/$r"
-    log "removed old release $r"
-  fi
-done
+others=$((keep - 2))
+[ "$others" -ge 0 ] || others=0
+while read -r r; do
+  [ -n "$r" ] || continue
+  if [ "$r" = "$id" ] || [ "$r" = "$previous" ]; then continue; fi
+  if [ "$others" -gt 0 ]; then others=$((others - 1)); continue; fi
+  rm -rf "${releases:?}/$r"
+  log "removed old release $r"
+done < <(list_releases)
 echo "live=$id slot=$new_slot changed=yes"

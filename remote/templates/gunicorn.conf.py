@@ -8,8 +8,7 @@ import os
 with open("/srv/{{app}}/shared/env.json", encoding="utf-8") as env_file:
     os.environ.update(json.load(env_file))
 
-bind = "unix:/run/dropstack-{{app}}/app.sock"
-chdir = "/srv/{{app}}/current"
+# bind and chdir come from the slot's command line (blue or green socket, its release folder).
 workers = {{workers}}
 worker_class = "sync"
 timeout = 30

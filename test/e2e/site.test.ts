@@ -12,6 +12,7 @@ import { LocalCloud, UpResult } from "../localcloud/engine";
 import { ensureImage } from "../localcloud/image";
 import { LOCAL_FQDN, localConfig } from "../localcloud/localStack";
 import { sshExec, SshConnection } from "../localcloud/ssh";
+import { closedLoop, failures, LoadTarget, markerRuns, Outcome } from "../support/load";
 import { waitUntil } from "../localcloud/util";
 import { PROJECT_DIR } from "../support/stackConfig";
 
@@ -47,6 +48,14 @@ describe("end to end on the local cloud", function () {
     const r = await sshExec(conn, command, { stdin, timeoutMs: 10 * 60_000 });
     if (r.code !== 0) throw new Error(`on the server: ${command.slice(0, 200)}\nexit ${r.code}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`);
     return r.stdout;
+  }
+
+  /** The live blue/green slot's supervisor program, e.g. "app-blue". */
+  async function liveProgram(): Promise<string> {
+    const status = await onServer("sudo dropstack-switch --status");
+    const slot = /slot=(blue|green)/.exec(status)?.[1];
+    assert.ok(slot, `no live slot: ${status}`);
+    return `app-${slot}`;
   }
 
   async function waitForSite(what: string, timeoutMs: number): Promise<Http> {
@@ -144,11 +153,14 @@ describe("end to end on the local cloud", function () {
   });
 
   it("runs gunicorn under supervisor as the app user on a unix socket; nginx -t passes", async () => {
-    assert.match(await onServer("sudo supervisorctl status app"), /RUNNING/);
+    const status = await onServer("sudo supervisorctl status");
+    assert.match(status, new RegExp(`^${await liveProgram()}\\s+RUNNING`, "m"));
+    assert.strictEqual(status.trim().split("\n").length, 1, `only the live slot runs: ${status}`);
     const procs = (await onServer("ps -eo user:20,args | grep '[g]unicorn'")).trim().split("\n");
     assert.ok(procs.length >= 2, `expected a master and workers: ${procs.join("\n")}`);
     for (const p of procs) assert.match(p, /^app\s/, `gunicorn process not run by the app user: ${p}`);
-    assert.match(await onServer("sudo ss -xlp"), /\/run\/dropstack-app\/app\.sock/);
+    assert.match(await onServer("sudo ss -xlp"), /\/run\/dropstack-app\/(blue|green)\.sock/);
+    assert.match(await onServer("readlink /srv/app/current.sock"), /^\/run\/dropstack-app\/(blue|green)\.sock$/m);
     assert.match(await onServer("sudo stat -c '%U:%G %a' /srv/app/current/app.py"), /^root:root 644/);
     await onServer("sudo nginx -t -q");
   });
@@ -162,13 +174,14 @@ describe("end to end on the local cloud", function () {
   });
 
   it("comes back by itself when the gunicorn master is killed with SIGKILL", async () => {
-    const pid = (await onServer("sudo supervisorctl pid app")).trim();
+    const program = await liveProgram();
+    const pid = (await onServer(`sudo supervisorctl pid ${program}`)).trim();
     assert.match(pid, /^\d+$/);
     const t = Date.now();
     await onServer(`sudo kill -9 ${pid}`);
     // Workers of the killed master can linger a moment; the new master must bind the socket again.
     await waitUntil("supervisor restarting gunicorn", 120_000, async () => {
-      const now = (await onServer("sudo supervisorctl pid app")).trim();
+      const now = (await onServer(`sudo supervisorctl pid ${program}`)).trim();
       return /^\d+$/.test(now) && now !== pid && now !== "0" ? now : undefined;
     }, { intervalMs: 250 });
     await waitForSite("the site answering again after kill -9", 120_000);
@@ -195,7 +208,7 @@ describe("end to end on the local cloud", function () {
 
   it("re-running every provisioning and release script changes nothing", async () => {
     const files = "/etc/nginx/sites-enabled/* /etc/nginx/snippets/dropstack-acme.conf /etc/supervisor/conf.d/* /srv/app/shared/*.json /srv/app/shared/*.py /home/deploy/.ssh/authorized_keys /etc/letsencrypt/live/*/cert.pem /etc/letsencrypt/renewal-hooks/deploy/*";
-    const fingerprint = () => onServer(`sudo bash -c 'md5sum ${files} && cat /run/nginx.pid && supervisorctl pid app && readlink /srv/app/current'`);
+    const fingerprint = () => onServer(`sudo bash -c 'md5sum ${files} && cat /run/nginx.pid && supervisorctl pid all && readlink /srv/app/current /srv/app/current.sock'`);
     const before = await fingerprint();
     for (const name of ["host-cloud-init", "host-base", "certificate-certbot", "site-nginx", "app-release"]) {
       const res = first.resources.find((r) => r.name === name);
@@ -222,17 +235,114 @@ describe("end to end on the local cloud", function () {
     measured.push(["site back after reboot", `${((Date.now() - t) / 1000).toFixed(1)} s`]);
   });
 
-  it("a second up with one changed app file re-runs only the release and serves the new content", async () => {
-    const appPy = path.join(appDir, "app.py");
-    fs.writeFileSync(appPy, fs.readFileSync(appPy, "utf8").replace('VERSION = "v1"', 'VERSION = "v2"'));
+  const appPy = () => path.join(appDir, "app.py");
+  const editApp = (from: string, to: string) => {
+    const text = fs.readFileSync(appPy(), "utf8");
+    assert.ok(text.includes(from), `app.py has no ${JSON.stringify(from)}`);
+    fs.writeFileSync(appPy(), text.replace(from, to));
+  };
+  const target = (): LoadTarget => ({
+    host: LOCAL_FQDN, address: ip, ca: fs.readFileSync(rootCa, "utf8"), path: "/",
+    marker: (body) => /version: (\S+)</.exec(body)?.[1] ?? "?",
+  });
+  /** Runs `action` while one client keeps requesting over a kept-alive connection. */
+  async function underLoad<T>(action: () => Promise<T>): Promise<{ result?: T; error?: unknown; outcomes: Outcome[] }> {
+    let finish!: () => void;
+    const stop = new Promise<void>((r) => (finish = r));
+    const load = closedLoop(target(), stop, { connections: 1 });
+    let result: T | undefined;
+    let error: unknown;
+    try {
+      result = await action();
+    } catch (e) {
+      error = e;
+    }
+    finish();
+    return { result, error, outcomes: await load };
+  }
+  const describeFailures = (o: Outcome[]) => failures(o).slice(0, 5).map((x) => `${x.status} ${x.error ?? ""}`).join("; ");
+  let v2Release = "";
+  let v1Release = "";
+
+  it("a second up with one changed app file re-runs only the release; a steady client sees only 200s and one switch", async () => {
+    editApp('VERSION = "v1"', 'VERSION = "v2"');
+    v1Release = String(first.outputs.releaseId.value);
     const t = Date.now();
-    const second = await cloud.up();
+    const { result: second, error, outcomes } = await underLoad(() => cloud.up());
+    assert.ok(second, `up failed: ${error}`);
     measured.push(["second up (app-only change)", `${((Date.now() - t) / 1000).toFixed(1)} s`]);
+    measured.push(["requests during the v1 -> v2 release", `${outcomes.length} (failed: ${failures(outcomes).length})`]);
     const ran = second.steps.filter((s) => s.op !== "same").map((s) => s.name).sort();
     assert.deepStrictEqual(ran, ["app-release", "app-upload"]);
-    assert.notStrictEqual(second.outputs.releaseId.value, first.outputs.releaseId.value);
-    const r = await curl(`https://${LOCAL_FQDN}/`);
-    assert.match(r.body, /version: v2/);
-    assert.match(await onServer("readlink /srv/app/current"), new RegExp(String(second.outputs.releaseId.value)));
+    v2Release = String(second.outputs.releaseId.value);
+    assert.notStrictEqual(v2Release, v1Release);
+    assert.strictEqual(failures(outcomes).length, 0, describeFailures(outcomes));
+    assert.deepStrictEqual(markerRuns(outcomes), ["v1", "v2"]);
+    assert.match(await onServer("readlink /srv/app/current"), new RegExp(v2Release));
+  });
+
+  async function refusedRelease(what: RegExp): Promise<void> {
+    const { error, outcomes } = await underLoad(() => cloud.up());
+    assert.ok(error, "the up must fail");
+    assert.match(String(error), /was NOT switched live/);
+    assert.match(String(error), what);
+    assert.strictEqual(failures(outcomes).length, 0, describeFailures(outcomes));
+    assert.deepStrictEqual(markerRuns(outcomes), ["v2"], "v2 keeps serving");
+    assert.match(await onServer("readlink /srv/app/current"), new RegExp(v2Release));
+    assert.strictEqual((await onServer("sudo supervisorctl status")).trim().split("\n").length, 1, "the failed slot is stopped");
+  }
+
+  it("refuses a release that crashes on import: up fails with the traceback, v2 keeps serving", async () => {
+    editApp('VERSION = "v2"', 'VERSION = "v2"\nraise RuntimeError("boom at import")');
+    try {
+      await refusedRelease(/boom at import/);
+    } finally {
+      editApp('VERSION = "v2"\nraise RuntimeError("boom at import")', 'VERSION = "v2"');
+    }
+  });
+
+  it("refuses a release whose /healthz answers 500", async () => {
+    editApp('return jsonify(status="ok", version=VERSION)', 'return jsonify(status="broken", version=VERSION), 500');
+    try {
+      await refusedRelease(/answered 500/);
+    } finally {
+      editApp('return jsonify(status="broken", version=VERSION), 500', 'return jsonify(status="ok", version=VERSION)');
+    }
+  });
+
+  it("aborts the release when the release command fails", async () => {
+    const config = localConfig(pebble, { appSource: appDir });
+    cloud.configure({ ...config, "dropstack:releaseCommand": "echo migrating the database; exit 3" });
+    try {
+      await refusedRelease(/release command failed[\s\S]*migrating the database/);
+    } finally {
+      cloud.configure(config);
+    }
+  });
+
+  it("rolls back with dropstack-rollback through the same health gate; data in shared/ survives", async () => {
+    const count = async () => JSON.parse((await curl(`https://${LOCAL_FQDN}/counter`, ["-X", "POST"])).body).counter as number;
+    const before = await count();
+    const { error, outcomes } = await underLoad(() => onServer("sudo dropstack-rollback"));
+    assert.ok(!error, String(error));
+    assert.strictEqual(failures(outcomes).length, 0, describeFailures(outcomes));
+    assert.deepStrictEqual(markerRuns(outcomes), ["v2", "v1"]);
+    assert.match(await onServer("readlink /srv/app/current"), new RegExp(v1Release));
+    assert.strictEqual(await count(), before + 1, "the counter in shared/data survived the rollback");
+    await onServer(`sudo dropstack-switch ${v2Release}`);
+    assert.match((await curl(`https://${LOCAL_FQDN}/`)).body, /version: v2/);
+    assert.strictEqual(await count(), before + 2);
+    const audit = await onServer("sudo cat /srv/app/shared/log/releases.log");
+    assert.match(audit, new RegExp(`action=rollback release=${v1Release} by=deploy result=ok`));
+    assert.match(audit, /result=failed/);
+  });
+
+  it("keeps only keepReleases releases, never the live or the previous one", async () => {
+    cloud.configure(localConfig(pebble, { appSource: appDir, keepReleases: 2 }));
+    editApp('VERSION = "v2"', 'VERSION = "v3"');
+    const third = await cloud.up();
+    const kept = (await onServer("ls -1 /srv/app/releases")).trim().split("\n").sort();
+    assert.deepStrictEqual(kept, [String(third.outputs.releaseId.value), v2Release].sort());
+    assert.match((await curl(`https://${LOCAL_FQDN}/`)).body, /version: v3/);
   });
 });

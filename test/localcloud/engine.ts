@@ -18,7 +18,7 @@ import { folderHash } from "../../components/shell";
 import { runProgram, RunResult } from "../support/program";
 import { Pebble } from "./acme";
 import { isRunning, registerProcess, stopProcess, unregisterProcess } from "./processes";
-import { sftpWriteDir, sshExec, SshConnection } from "./ssh";
+import { sftpWriteDir, sshExec, SshConnection, waitForSshLogin } from "./ssh";
 import { run } from "./util";
 import { bootVm, freeLoopbackAddress, Vm } from "./vm";
 
@@ -112,7 +112,7 @@ export class LocalCloud {
   /** Public keys registered as DigitalOcean SSH keys in this run, by fingerprint. */
   private readonly sshKeys = new Map<string, string>();
 
-  constructor(private readonly opts: LocalCloudOptions) {
+  constructor(private opts: LocalCloudOptions) {
     this.log = opts.log ?? ((line) => console.log(line));
     fs.mkdirSync(opts.stateDir, { recursive: true, mode: 0o700 });
     this.statePath = path.join(opts.stateDir, "state.json");
@@ -161,6 +161,11 @@ export class LocalCloud {
     for (const vm of Object.values(this.state.vms)) await this.stopVm(vm);
     this.state.vms = {};
     this.save();
+  }
+
+  /** Changes the stack's config for the next `up` (as `pulumi config set` would). */
+  configure(config: Record<string, string>): void {
+    this.opts.config = config;
   }
 
   /** The running VM of a droplet (when booted by this process). */
@@ -313,7 +318,9 @@ export class LocalCloud {
     return fqdn;
   }
 
-  private async exec(conn: SshConnection, command: string, stdin: string | undefined, env: Record<string, string> | undefined, logging: string, label: string): Promise<{ stdout: string; stderr: string }> {
+  private async exec(conn: SshConnection, command: string, stdin: string | undefined, env: Record<string, string> | undefined, logging: string, label: string, dialTimeoutMs = 10 * 60_000): Promise<{ stdout: string; stderr: string }> {
+    // The provider retries dialing (dialErrorLimit x perDialTimeout) before it gives up.
+    await waitForSshLogin(conn, dialTimeoutMs);
     const r = await sshExec(conn, command, { stdin, env, timeoutMs: 30 * 60_000 });
     const show = (stream: "stdout" | "stderr", text: string) => {
       if (logging === "none" || !text) return;
@@ -330,12 +337,14 @@ export class LocalCloud {
   }
 
   private async runRemoteCommand(name: string, inputs: Inputs, op: StepRecord["op"], stored?: StoredResource): Promise<{ id: string; outputs: Inputs }> {
-    const conn = toConnection(inputs.connection as Inputs);
+    const c = inputs.connection as Inputs;
+    const conn = toConnection(c);
+    const dialMs = Number(c.dialErrorLimit ?? 10) * Number(c.perDialTimeout ?? 15) * 1000;
     const command = op === "update" && typeof inputs.update === "string" ? inputs.update : inputs.create;
     if (typeof command !== "string") return { id: stored?.id ?? name, outputs: { ...inputs, stdout: "", stderr: "" } };
     const logging = String(inputs.logging ?? "stdoutAndStderr");
     const env = inputs.environment as Record<string, string> | undefined;
-    const out = await this.exec(conn, command, inputs.stdin as string | undefined, env, logging, name);
+    const out = await this.exec(conn, command, inputs.stdin as string | undefined, env, logging, name, dialMs);
     return { id: stored?.id ?? `${name}-${sha(String(Date.now())).slice(0, 8)}`, outputs: { ...inputs, ...out } };
   }
 

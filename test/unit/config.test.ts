@@ -51,6 +51,11 @@ const BAD: [string, Record<string, unknown>, string, RegExp][] = [
   ["max body size with unit typo", { maxBodySize: "10mb" }, "maxBodySize", /nginx size/],
   ["unknown setting (typo)", { regoin: "fra1" }, "regoin", /not a dropstack setting/],
   ["tags with spaces", { tags: ["my tag"] }, "tags", /tags of letters/],
+  ["health status 500", { healthStatus: 500 }, "healthStatus", /2xx or 3xx/],
+  ["health timeout 0", { healthTimeout: 0 }, "healthTimeout", /at least 1 second/],
+  ["health attempts 0", { healthAttempts: 0 }, "healthAttempts", /at least 1 attempt/],
+  ["empty release command", { releaseCommand: "" }, "releaseCommand", /shell command/],
+  ["release version with a space", { releaseVersion: "v 1" }, "releaseVersion", /version label/],
 ];
 
 describe("config validation", () => {

@@ -6,7 +6,7 @@ import * as os from "os";
 import * as path from "path";
 import * as YAML from "yaml";
 import {
-  renderCloudConfig, renderEnvJson, renderGunicornConf, renderNginxDefault, renderNginxSite, renderSupervisorProgram,
+  renderCloudConfig, renderEnvJson, renderGunicornConf, renderNginxDefault, renderNginxSite, renderSupervisorSlot,
 } from "../../components/render";
 import { encodeValues, readRemoteFile, renderTemplate, scriptText, shellQuote, stepCommand } from "../../components/shell";
 
@@ -69,7 +69,7 @@ describe("nginx configuration", () => {
     assert.match(text, /return 301 https:\/\/\$host\$request_uri;/);
     assert.doesNotMatch(text, /\{\{|\}\}/);
     assert.doesNotMatch(text, /ssl_stapling/);
-    assert.match(text, /server unix:\/run\/dropstack-shop\/app\.sock/);
+    assert.match(text, /server unix:\/srv\/shop\/current\.sock/);
   });
 
   it("refuses values that could inject a directive", () => {
@@ -83,10 +83,13 @@ describe("supervisor program", () => {
   // Debian's python3 (the one supervisor is installed for), not whatever python3 is first on PATH.
   const debianPython = "/usr/bin/python3";
 
-  it("parses with supervisor's own loader: gunicorn on the current release, as the app user, % kept", () => {
+  it("parses with supervisor's own loader: a slot's gunicorn on its release and socket, as the app user", () => {
     requireTool("supervisord");
-    const text = renderSupervisorProgram({ app: "shop", wsgi: "shop.wsgi:create_app()" });
+    // Filled the way dropstack-switch fills it on the server (sed).
+    const template = renderSupervisorSlot({ app: "shop", wsgi: "shop.wsgi:create_app()" });
+    const text = execFileSync("sed", ["-e", "s#@SLOT@#green#g", "-e", "s#@RELEASE@#r0123456789ab#g"], { input: template, encoding: "utf8" });
     assert.match(text, /^user=shop$/m);
+    assert.match(text, /^\[program:shop-green\]$/m);
     const dir = tmp();
     const conf = path.join(dir, "supervisord.conf");
     // The user "shop" exists only on the server; supervisor checks users while parsing, so use root here.
@@ -103,9 +106,9 @@ describe("supervisor program", () => {
     fs.rmSync(dir, { recursive: true, force: true });
     assert.strictEqual(r.status, 0, r.stderr);
     const p = JSON.parse(r.stdout);
-    assert.strictEqual(p.name, "shop");
-    assert.strictEqual(p.command, "/srv/shop/current/.venv/bin/python -m gunicorn --config /srv/shop/shared/gunicorn.conf.py shop.wsgi:create_app()");
-    assert.strictEqual(p.directory, "/srv/shop/current");
+    assert.strictEqual(p.name, "shop-green");
+    assert.strictEqual(p.command, "/srv/shop/releases/r0123456789ab/.venv/bin/python -m gunicorn --config /srv/shop/shared/gunicorn.conf.py --bind unix:/run/dropstack-shop/green.sock --chdir /srv/shop/releases/r0123456789ab shop.wsgi:create_app()");
+    assert.strictEqual(p.directory, "/srv/shop/releases/r0123456789ab");
     assert.strictEqual(p.umask, 0o007);
   });
 
@@ -120,14 +123,14 @@ describe("supervisor program", () => {
 });
 
 describe("gunicorn config", () => {
-  it("is valid Python binding a unix socket, with fixed or CPU-derived workers", () => {
+  it("is valid Python loading env.json, with fixed or CPU-derived workers and no TCP bind", () => {
     for (const workers of [1, undefined]) {
       const text = renderGunicornConf({ app: "shop", workers });
       const dir = tmp();
       fs.writeFileSync(path.join(dir, "gunicorn.conf.py"), text);
       execFileSync("python3", ["-m", "py_compile", path.join(dir, "gunicorn.conf.py")]);
       fs.rmSync(dir, { recursive: true, force: true });
-      assert.match(text, /bind = "unix:\/run\/dropstack-shop\/app\.sock"/);
+      assert.match(text, /json\.load\(env_file\)/);
       assert.match(text, workers ? /workers = 1\n/ : /workers = multiprocessing\.cpu_count\(\) \* 2 \+ 1/);
       assert.doesNotMatch(text, /0\.0\.0\.0|127\.0\.0\.1/);
     }
@@ -165,8 +168,10 @@ describe("remote scripts", () => {
       const r = spawnSync("shellcheck", ["-s", "bash", "-"], { input: scriptText(step), encoding: "utf8" });
       assert.strictEqual(r.status, 0, `${step}.sh:\n${r.stdout}${r.stderr}`);
     }
-    const hook = spawnSync("shellcheck", [path.join(__dirname, "..", "..", "remote", "templates", "renew-hook.sh")], { encoding: "utf8" });
-    assert.strictEqual(hook.status, 0, hook.stdout);
+    for (const file of ["renew-hook.sh", "dropstack-switch.sh"]) {
+      const r = spawnSync("shellcheck", [path.join(__dirname, "..", "..", "remote", "templates", file)], { encoding: "utf8" });
+      assert.strictEqual(r.status, 0, `${file}:\n${r.stdout}`);
+    }
   });
 
   it("every step sets -euo pipefail", () => {
