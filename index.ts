@@ -7,7 +7,7 @@ import { loadConfig } from "./components/config";
 import { Dns } from "./components/dns";
 import { Firewall } from "./components/firewall";
 import { HostSetup } from "./components/host";
-import { DeployKey } from "./components/keys";
+import { DeployKey, HostKey } from "./components/keys";
 import { Server } from "./components/server";
 import { NginxSite } from "./components/site";
 
@@ -16,6 +16,7 @@ const stack = pulumi.getStack();
 const base = `${cfg.appName}-${stack}`;
 
 const deployKey = new DeployKey("deploy-key", { keyName: `dropstack-${base}-deploy` });
+const hostKey = new HostKey("host-key");
 const server = new Server("server", {
   dropletName: base,
   region: cfg.region,
@@ -28,6 +29,8 @@ const server = new Server("server", {
   deployUser: cfg.deployUser,
   deployPublicKey: deployKey.publicKeyOpenssh,
   deployKeyFingerprint: deployKey.fingerprint,
+  hostPrivateKey: hostKey.privateKeyOpenssh,
+  hostPublicKey: hostKey.publicKeyOpenssh,
   protect: cfg.protect,
 });
 new Firewall("firewall", { firewallName: base, dropletId: server.dropletId, sshAllowedCidrs: cfg.sshAllowedCidrs });
@@ -42,6 +45,7 @@ const connection = {
   host: server.ipv4Address,
   user: cfg.deployUser,
   privateKey: deployKey.privateKeyOpenssh,
+  hostKey: hostKey.publicKeyOpenssh,
   dialErrorLimit: 40,
   perDialTimeout: 15,
 };
@@ -70,6 +74,7 @@ const site = new NginxSite("site", {
   fqdn: cfg.fqdn,
   tls: cfg.tls,
   maxBodySize: cfg.maxBodySize,
+  hsts: cfg.hsts,
 }, { dependsOn: [host.ready, ...(certificate ? [certificate.issued] : [])] });
 const release = new AppRelease("app", {
   ...onServer,
@@ -100,3 +105,5 @@ export const dropletId = server.dropletId;
 export const releaseId = release.releaseId;
 export const sshCommand = pulumi.interpolate`ssh ${cfg.deployUser}@${server.ipv4Address}`;
 export const deployPublicKey = deployKey.publicKeyOpenssh;
+/** A line for ~/.ssh/known_hosts: ssh then verifies the droplet's pinned host key. */
+export const knownHostsLine = pulumi.interpolate`${cfg.fqdn},${server.ipv4Address} ${hostKey.publicKeyOpenssh}`;

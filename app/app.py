@@ -3,6 +3,7 @@
 Routes: / (a page), /healthz (the health check), /static/style.css (served by nginx),
 POST /counter (a counter kept in shared/data, which survives releases).
 """
+import hashlib
 import os
 import socket
 
@@ -57,6 +58,15 @@ def counter():
 @app.route("/healthz")
 def healthz():
     return jsonify(status="ok", version=VERSION)
+
+
+if os.environ.get("DROPSTACK_DEBUG_ROUTES") == "1":
+    # Test-only (enabled by the end-to-end config): proves a secret arrived byte for byte
+    # without ever showing it.
+    @app.route("/debug/secret-sha256")
+    def secret_sha256():
+        value = os.environ.get("SECRET_PROBE", "")
+        return jsonify(sha256=hashlib.sha256(value.encode("utf-8")).hexdigest(), length=len(value))
 
 
 if __name__ == "__main__":

@@ -103,6 +103,8 @@ export const schema = z.object({
     .refine((u) => u !== "root", 'must not be "root"; use an unprivileged name such as "deploy"').default("deploy"),
   /** Serve HTTPS with a certificate from the ACME server. */
   tls: z.boolean({ invalid_type_error: "expected true or false" }).default(true),
+  /** Send Strict-Transport-Security (browsers then refuse plain HTTP for two years). */
+  hsts: z.boolean({ invalid_type_error: "expected true or false" }).default(false),
   /** Contact email for the ACME account; required when tls is on. */
   acmeEmail: str(/^[^\s@]+@[^\s@]+\.[^\s@]+$/, "an email address", '"ops@example.com"').optional(),
   /** ACME directory URL. */
@@ -174,7 +176,7 @@ export class ConfigError extends Error {
 }
 
 const NON_STRING = new Set(["ipv6", "monitoring", "backups", "protect", "tags", "sshAllowedCidrs", "adminSshKeys",
-  "tls", "workers", "aptPackages", "env", "secretEnv", "keepReleases", "healthStatus", "healthTimeout", "healthAttempts"]);
+  "tls", "hsts", "workers", "aptPackages", "env", "secretEnv", "keepReleases", "healthStatus", "healthTimeout", "healthAttempts"]);
 
 /**
  * Turns Pulumi's flat config map ("dropstack:key" → string, JSON for non-strings) into raw values.

@@ -1,6 +1,6 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
-import { renderNginxDefault, renderSwitchScript } from "./render";
+import { renderAutoUpgrades, renderNginxDefault, renderSshdConfig, renderSwitchScript } from "./render";
 import { Connection, remoteStep } from "./steps";
 
 export interface HostSetupArgs {
@@ -63,6 +63,8 @@ export class HostSetup extends pulumi.ComponentResource {
         NGINX_DEFAULT: nginx.defaultServer,
         NGINX_ACME_SNIPPET: nginx.acmeSnippet,
         SWITCH_SCRIPT: renderSwitchScript(),
+        SSHD_CONFIG: renderSshdConfig({ deployUser: args.deployUser }),
+        AUTO_UPGRADES: renderAutoUpgrades(),
       },
       triggers: [args.dropletId],
     }, { parent: this, dependsOn: [after] });

@@ -2,9 +2,12 @@
 // Pure functions of validated settings: unit-tested as text and checked by nginx -t and supervisor.
 import { readRemoteFile, renderTemplate } from "./shell";
 
+/** Placeholders filled with text the program rendered itself (not user input). */
+const RENDERED = new Set(["proxy", "hsts"]);
+
 /** Values spliced into config files may not break out of their line or directive. */
 function inert(name: string, value: string): void {
-  if (/[\r\n{};#"'`$\\]/.test(value) && name !== "proxy") {
+  if (/[\r\n{};#"'`$\\]/.test(value) && !RENDERED.has(name)) {
     throw new Error(`value for {{${name}}} contains a character that could change the file's meaning: ${JSON.stringify(value)}`);
   }
 }
@@ -18,11 +21,16 @@ export interface SiteSettings {
   tls: boolean;
   /** nginx client_max_body_size. */
   maxBodySize: string;
+  /** Send Strict-Transport-Security (TLS sites only). */
+  hsts: boolean;
 }
+
+const HSTS = 'add_header Strict-Transport-Security "max-age=63072000; includeSubDomains" always;';
 
 /** The app's nginx site. nginx's own $variables pass through untouched. */
 export function renderNginxSite(s: SiteSettings): string {
-  const proxy = renderTemplate(readRemoteFile("templates/nginx-proxy.conf"), { app: s.app, max_body_size: s.maxBodySize }, inert);
+  const hsts = s.tls && s.hsts ? HSTS : "# HSTS off for this stack (dropstack:hsts)";
+  const proxy = renderTemplate(readRemoteFile("templates/nginx-proxy.conf"), { app: s.app, max_body_size: s.maxBodySize, hsts }, inert);
   const template = readRemoteFile(s.tls ? "templates/nginx-site-tls.conf" : "templates/nginx-site-http.conf");
   return renderTemplate(template, { app: s.app, fqdn: s.fqdn, proxy: proxy.replace(/\n$/, "") }, inert);
 }
@@ -54,11 +62,17 @@ export function renderGunicornConf(s: { app: string; workers?: number }): string
   return renderTemplate(readRemoteFile("templates/gunicorn.conf.py"), { app: s.app, workers }, inert);
 }
 
-/** The droplet's cloud-init user data: the deploy user and its key, nothing that changes later. */
-export function renderCloudConfig(s: { deployUser: string; deployPublicKey: string }): string {
+/**
+ * The droplet's cloud-init user data: the deploy user and its key, and the SSH host key, nothing
+ * that changes later. It holds the host's private key: keep it secret.
+ */
+export function renderCloudConfig(s: { deployUser: string; deployPublicKey: string; hostPrivateKey: string; hostPublicKey: string }): string {
+  // JSON is YAML: the multi-line private key is escaped, never spliced as raw text.
+  const sshKeys = JSON.stringify({ ed25519_private: s.hostPrivateKey, ed25519_public: s.hostPublicKey.trim() });
   return renderTemplate(readRemoteFile("templates/cloud-config.yaml"), {
     deploy_user: s.deployUser,
     deploy_public_key: s.deployPublicKey.trim(),
+    ssh_keys_json: sshKeys,
   }, (name, value) => {
     if (/[\r\n]/.test(value) || (name === "deploy_user" && !/^[a-z_][a-z0-9_-]*$/.test(value))) {
       throw new Error(`cloud-config value {{${name}}} is not a single safe line: ${JSON.stringify(value)}`);
@@ -71,6 +85,16 @@ export function renderEnvJson(env: Record<string, string>): string {
   const sorted: Record<string, string> = {};
   for (const k of Object.keys(env).sort()) sorted[k] = env[k];
   return `${JSON.stringify(sorted, null, 2)}\n`;
+}
+
+/** sshd drop-in: keys only, no root, only the deploy user. */
+export function renderSshdConfig(s: { deployUser: string }): string {
+  return renderTemplate(readRemoteFile("templates/sshd-dropstack.conf"), { deploy_user: s.deployUser }, inert);
+}
+
+/** apt's periodic settings that turn on unattended security upgrades. */
+export function renderAutoUpgrades(): string {
+  return readRemoteFile("templates/auto-upgrades.conf");
 }
 
 /** The deploy hook certbot runs after a renewal. */

@@ -16,6 +16,8 @@ export interface NginxSiteArgs {
   tls: boolean;
   /** Largest request body. @default "10m" */
   maxBodySize: string;
+  /** Strict-Transport-Security header. @default false (prod: true) */
+  hsts: boolean;
 }
 
 /** nginx in front of gunicorn's unix socket: proxy headers, static files, HTTPS and the redirect. */
@@ -27,7 +29,7 @@ export class NginxSite extends pulumi.ComponentResource {
 
   constructor(name: string, args: NginxSiteArgs, opts?: pulumi.ComponentResourceOptions) {
     super("dropstack:index:NginxSite", name, {}, opts);
-    this.config = renderNginxSite({ app: args.app, fqdn: args.fqdn, tls: args.tls, maxBodySize: args.maxBodySize });
+    this.config = renderNginxSite({ app: args.app, fqdn: args.fqdn, tls: args.tls, maxBodySize: args.maxBodySize, hsts: args.hsts });
     this.installed = remoteStep(`${name}-nginx`, {
       connection: args.connection,
       script: "site",

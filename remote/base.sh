@@ -4,7 +4,8 @@
 # Idempotent: a second run with the same values changes nothing and restarts nothing.
 set -euo pipefail
 
-require V_APP V_DEPLOY_USER V_AUTHORIZED_KEYS V_APT_PACKAGES V_NGINX_DEFAULT V_NGINX_ACME_SNIPPET V_SWITCH_SCRIPT
+require V_APP V_DEPLOY_USER V_AUTHORIZED_KEYS V_APT_PACKAGES V_NGINX_DEFAULT V_NGINX_ACME_SNIPPET V_SWITCH_SCRIPT \
+  V_SSHD_CONFIG V_AUTO_UPGRADES
 
 app=$V_APP
 [[ $app =~ ^[a-z][a-z0-9-]{0,30}$ ]] || die "bad app name"
@@ -12,7 +13,8 @@ app=$V_APP
 
 # Packages: the stack's own plus the user's extra ones (names were validated by the program).
 read -r -a extra <<<"$V_APT_PACKAGES"
-ensure_packages nginx supervisor gunicorn python3-venv python3-pip certbot curl ca-certificates util-linux "${extra[@]}"
+ensure_packages nginx supervisor gunicorn python3-venv python3-pip certbot curl ca-certificates util-linux \
+  unattended-upgrades "${extra[@]}"
 
 # The app runs as its own system user; www-data joins its group to reach the socket.
 if ! id -u "$app" >/dev/null 2>&1; then
@@ -49,6 +51,20 @@ home=$(getent passwd "$V_DEPLOY_USER" | cut -d: -f6)
 [ -n "$home" ] || die "deploy user $V_DEPLOY_USER does not exist (cloud-init creates it)"
 ensure_dir "$home/.ssh" 700 "$V_DEPLOY_USER:$V_DEPLOY_USER"
 write_file "$home/.ssh/authorized_keys" 600 "$V_DEPLOY_USER:$V_DEPLOY_USER" "$V_AUTHORIZED_KEYS"
+
+# sshd: keys only, no root, only the deploy user. Checked with sshd -t before it takes effect.
+write_file /etc/ssh/sshd_config.d/10-dropstack.conf 644 root:root "$V_SSHD_CONFIG"
+if [ "$WROTE" = 1 ]; then
+  if ! output=$(sshd -t 2>&1); then
+    rm -f /etc/ssh/sshd_config.d/10-dropstack.conf
+    die "sshd rejected the hardened configuration; it was removed again:
+$output"
+  fi
+  systemctl reload ssh
+fi
+
+# Security updates install themselves (Debian's unattended-upgrades, security origin only).
+write_file /etc/apt/apt.conf.d/20auto-upgrades 644 root:root "$V_AUTO_UPGRADES"
 
 # nginx: no distribution default site; a catch-all server that answers ACME challenges.
 ensure_dir /var/www/dropstack-acme 755 root:root

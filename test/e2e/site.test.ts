@@ -2,6 +2,8 @@
 // droplet, then the checks a user would make. See test/localcloud/ for the cloud itself.
 import * as assert from "assert";
 import { execFile } from "child_process";
+import { createHash } from "crypto";
+import { Client, ConnectConfig } from "ssh2";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
@@ -17,7 +19,15 @@ import { waitUntil } from "../localcloud/util";
 import { PROJECT_DIR } from "../support/stackConfig";
 
 const execFileP = promisify(execFile);
-const log = (m: string) => console.log(`      ${m}`);
+/** Everything the harness printed, to check that no secret ever reached a log. */
+const harnessLog: string[] = [];
+const log = (m: string) => {
+  harnessLog.push(m);
+  console.log(`      ${m}`);
+};
+/** A secret with every awkward character: multi-line, quotes, $, backticks, backslashes, =, unicode. */
+const CANARY = "dropstack-canary-7f3a";
+const SECRET = `-----BEGIN TEST KEY-----\n${CANARY} '"\`$HOME $(id) \\back\\slash = a=b; }\nünïcødé 🚀\n-----END TEST KEY-----\n`;
 const phases: [string, number][] = [];
 const measured: [string, string][] = [];
 
@@ -32,6 +42,16 @@ describe("end to end on the local cloud", function () {
   let ip: string;
   let conn: SshConnection;
   let rootCa: string;
+
+  /** The end-to-end stack: the local config plus a secret and the test-only debug route. */
+  function e2eConfig(overrides: Record<string, unknown> = {}): Record<string, string> {
+    return localConfig(pebble, {
+      appSource: appDir,
+      env: { APP_TITLE: "dropstack on the local cloud", DROPSTACK_DEBUG_ROUTES: "1" },
+      secretEnv: { SECRET_PROBE: SECRET },
+      ...overrides,
+    });
+  }
 
   /** curl through the VM's address with the site's name, trusting Pebble's root. */
   async function curl(url: string, extra: string[] = []): Promise<Http> {
@@ -84,7 +104,8 @@ describe("end to end on the local cloud", function () {
     pebble = await startPebble({ workDir: work, log });
     cloud = new LocalCloud({
       stateDir: path.join(work, "state"), stack: "e2e", pebble, log,
-      config: localConfig(pebble, { appSource: appDir }),
+      config: e2eConfig(),
+      secretKeys: ["dropstack:secretEnv"],
     });
     t = Date.now();
     first = await cloud.up();
@@ -97,8 +118,9 @@ describe("end to end on the local cloud", function () {
     phases.push(["  nginx site", ms("site-nginx")]);
     phases.push(["  release (upload + venv + health check)", ms("app-upload") + ms("app-release")]);
     ip = String(first.outputs.ipv4Address.value);
-    const key = first.resources.find((r) => r.type === "tls:index/privateKey:PrivateKey");
-    conn = { host: ip, user: "deploy", privateKey: String(key?.state.privateKeyOpenssh) };
+    const key = first.resources.find((r) => r.name === "deploy-key-key");
+    const hostKey = first.resources.find((r) => r.name === "host-key-key");
+    conn = { host: ip, user: "deploy", privateKey: String(key?.state.privateKeyOpenssh), hostKey: String(hostKey?.state.publicKeyOpenssh).trim() };
     rootCa = path.join(work, "pebble-root.pem");
     fs.writeFileSync(rootCa, await pebble.rootCertificatePem());
   });
@@ -222,6 +244,50 @@ describe("end to end on the local cloud", function () {
     assert.strictEqual(await fingerprint(), before, "files, nginx and gunicorn PIDs must be untouched");
   });
 
+  it("pins the host key: the server presents the generated one, any other is refused", async () => {
+    assert.match(String(first.outputs.knownHostsLine.value), new RegExp(`^${LOCAL_FQDN.replace(/\./g, "\\.")},${ip} ssh-ed25519 `));
+    assert.strictEqual((await onServer("echo pinned")).trim(), "pinned");
+    const other = String(first.outputs.deployPublicKey.value);
+    await assert.rejects(sshExec({ ...conn, hostKey: other }, "true"), /host key/i);
+  });
+
+  it("hardens sshd: keys only, no passwords, no root, only the deploy user", async () => {
+    const t = await onServer("sudo sshd -T -C user=deploy,host=x,addr=203.0.113.1");
+    for (const line of ["passwordauthentication no", "kbdinteractiveauthentication no", "permitrootlogin no", "allowusers deploy", "authenticationmethods publickey"]) {
+      assert.match(t, new RegExp(`^${line}$`, "m"), line);
+    }
+    const refused = (opts: ConnectConfig) => new Promise<string>((resolve) => {
+      const c = new Client();
+      c.on("ready", () => {
+        c.end();
+        resolve("logged in");
+      });
+      c.on("error", (e) => resolve(String(e)));
+      c.connect({ host: ip, port: 22, readyTimeout: 30_000, ...opts });
+    });
+    assert.match(await refused({ username: "deploy", password: "hunter2", tryKeyboard: true }), /authentication methods failed/);
+    assert.match(await refused({ username: "root", privateKey: conn.privateKey }), /authentication methods failed/);
+    assert.match(await onServer("cat /etc/apt/apt.conf.d/20auto-upgrades"), /Unattended-Upgrade "1"/);
+  });
+
+  it("keeps the app user out of its own code and the environment file private", async () => {
+    const r = await sshExec(conn, "sudo -u app touch /srv/app/current/pwned");
+    assert.notStrictEqual(r.code, 0, "the app user could write its release");
+    assert.match(r.stderr, /Permission denied/);
+    assert.strictEqual((await onServer("sudo stat -c '%a %U:%G' /srv/app/shared/env.json")).trim(), "600 app:app");
+  });
+
+  it("delivers a secret with every awkward character byte for byte, and no log holds it", async () => {
+    const r = await curl(`https://${LOCAL_FQDN}/debug/secret-sha256`);
+    assert.strictEqual(r.code, 200, r.body);
+    assert.deepStrictEqual(JSON.parse(r.body), { sha256: createHash("sha256").update(SECRET, "utf8").digest("hex"), length: [...SECRET].length });
+    const leaks = await onServer(`sudo bash -c 'grep -rlF ${CANARY} /var/log /srv/app/shared/log /etc /home /tmp /root 2>/dev/null; journalctl --no-pager -o cat | grep -cF ${CANARY} || true'`);
+    assert.strictEqual(leaks.trim(), "0", `the secret is in: ${leaks}`);
+    assert.deepStrictEqual(harnessLog.filter((l) => l.includes(CANARY)), [], "the harness printed the secret");
+    const release = first.resources.find((x) => x.name === "app-release");
+    assert.strictEqual(release?.inputs.logging, "none");
+  });
+
   it("comes back by itself over HTTPS after a reboot", async () => {
     const bootId = (await onServer("cat /proc/sys/kernel/random/boot_id")).trim();
     const t = Date.now();
@@ -311,8 +377,8 @@ describe("end to end on the local cloud", function () {
   });
 
   it("aborts the release when the release command fails", async () => {
-    const config = localConfig(pebble, { appSource: appDir });
-    cloud.configure({ ...config, "dropstack:releaseCommand": "echo migrating the database; exit 3" });
+    const config = e2eConfig();
+    cloud.configure(e2eConfig({ releaseCommand: "echo migrating the database; exit 3" }));
     try {
       await refusedRelease(/release command failed[\s\S]*migrating the database/);
     } finally {
@@ -338,7 +404,7 @@ describe("end to end on the local cloud", function () {
   });
 
   it("keeps only keepReleases releases, never the live or the previous one", async () => {
-    cloud.configure(localConfig(pebble, { appSource: appDir, keepReleases: 2 }));
+    cloud.configure(e2eConfig({ keepReleases: 2 }));
     editApp('VERSION = "v2"', 'VERSION = "v3"');
     const third = await cloud.up();
     const kept = (await onServer("ls -1 /srv/app/releases")).trim().split("\n").sort();

@@ -35,10 +35,12 @@ async function main(): Promise<void> {
     const ip = String(result.outputs.ipv4Address.value);
     console.log(`\nThe site is up (${((Date.now() - t0) / 1000).toFixed(0)}s). Try:`);
     console.log(`  curl --cacert ${root} --resolve ${LOCAL_FQDN}:443:${ip} https://${LOCAL_FQDN}/`);
-    const key = result.resources.find((r) => r.type === "tls:index/privateKey:PrivateKey");
+    const key = result.resources.find((r) => r.name === "deploy-key-key");
     const keyPath = path.join(STATE_DIR, "deploy_key");
     fs.writeFileSync(keyPath, String(key?.state.privateKeyOpenssh ?? ""), { mode: 0o600 });
-    console.log(`  ssh -i ${keyPath} deploy@${ip}`);
+    const knownHosts = path.join(STATE_DIR, "known_hosts");
+    fs.writeFileSync(knownHosts, `${String(result.outputs.knownHostsLine.value)}\n`);
+    console.log(`  ssh -i ${keyPath} -o UserKnownHostsFile=${knownHosts} deploy@${ip}`);
     console.log(`The VM keeps running; stop it with: npm run local -- down`);
   } finally {
     await pebble.stop();

@@ -330,8 +330,10 @@ export class LocalCloud {
     show("stdout", r.stdout);
     show("stderr", r.stderr);
     if (r.code !== 0) {
-      const shown = logging === "none" ? "(output hidden: logging is none)" : `stdout:\n${r.stdout}\nstderr:\n${r.stderr}`;
-      throw new Error(`${label}: process exited with status ${r.code}${r.signal ? ` (signal ${r.signal})` : ""}\n${shown}`);
+      // As the provider does: the error carries the command and its whole output, whatever
+      // `logging` says (logging only governs what is streamed while the command runs).
+      const shownCommand = command.length > 200 ? `${command.slice(0, 200)}...` : command;
+      throw new Error(`${label}: Process exited with status ${r.code}${r.signal ? ` (signal ${r.signal})` : ""}: running ${JSON.stringify(shownCommand)}:\n${r.stdout}${r.stderr}`);
     }
     return { stdout: r.stdout, stderr: r.stderr };
   }

@@ -11,6 +11,7 @@ describe("Server component", () => {
   const make = (name: string, protect: boolean) => new Server(name, {
     dropletName: name, region: "fra1", size: "s-1vcpu-1gb", image: "debian-12-x64", ipv6: false, monitoring: true,
     backups: false, tags: ["dropstack"], deployUser: "deploy", deployPublicKey: "ssh-ed25519 AAAA", deployKeyFingerprint: "fp",
+    hostPrivateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----\n", hostPublicKey: "ssh-ed25519 AAAAhost",
     protect,
   });
 

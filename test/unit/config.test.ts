@@ -51,6 +51,7 @@ const BAD: [string, Record<string, unknown>, string, RegExp][] = [
   ["max body size with unit typo", { maxBodySize: "10mb" }, "maxBodySize", /nginx size/],
   ["unknown setting (typo)", { regoin: "fra1" }, "regoin", /not a dropstack setting/],
   ["tags with spaces", { tags: ["my tag"] }, "tags", /tags of letters/],
+  ["hsts not boolean", { hsts: "on" }, "hsts", /true or false/],
   ["health status 500", { healthStatus: 500 }, "healthStatus", /2xx or 3xx/],
   ["health timeout 0", { healthTimeout: 0 }, "healthTimeout", /at least 1 second/],
   ["health attempts 0", { healthAttempts: 0 }, "healthAttempts", /at least 1 attempt/],
@@ -98,6 +99,8 @@ describe("config validation", () => {
     assert.strictEqual(load("prod").protect, true);
     assert.strictEqual(load("prod").backups, true);
     assert.strictEqual(load("staging").protect, false);
+    assert.strictEqual(load("prod").hsts, true);
+    assert.strictEqual(load("staging").hsts, false);
     assert.match(load("staging").acmeServer, /acme-staging/);
     assert.doesNotMatch(load("prod").acmeServer, /staging/);
   });

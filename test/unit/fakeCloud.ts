@@ -9,11 +9,15 @@ export const DROPLET_IPV4 = "203.0.113.10";
 export const DROPLET_IPV6 = "2001:db8::10";
 export const DEPLOY_PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDropstackUnitTestPublicKeyAAAAAAAAAAAAAAAA";
 export const DEPLOY_PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nunit-test-deploy-key\n-----END OPENSSH PRIVATE KEY-----\n";
+export const HOST_PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDropstackUnitTestHostKeyAAAAAAAAAAAAAAAAAAA";
+export const HOST_PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nunit-test-host-key\n-----END OPENSSH PRIVATE KEY-----\n";
 
 function fakeState(args: pulumi.runtime.MockResourceArgs): Record<string, unknown> {
   switch (args.type) {
     case "tls:index/privateKey:PrivateKey":
-      return { ...args.inputs, publicKeyOpenssh: `${DEPLOY_PUBLIC_KEY}\n`, privateKeyOpenssh: DEPLOY_PRIVATE_KEY };
+      return args.name.startsWith("host-key")
+        ? { ...args.inputs, publicKeyOpenssh: `${HOST_PUBLIC_KEY}\n`, privateKeyOpenssh: HOST_PRIVATE_KEY }
+        : { ...args.inputs, publicKeyOpenssh: `${DEPLOY_PUBLIC_KEY}\n`, privateKeyOpenssh: DEPLOY_PRIVATE_KEY };
     case "digitalocean:index/sshKey:SshKey":
       return { ...args.inputs, fingerprint: "3b:16:bf:e4:8b:00:8b:b8:59:8c:a9:d3:f0:19:45:fa" };
     case "digitalocean:index/droplet:Droplet":

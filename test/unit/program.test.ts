@@ -4,7 +4,7 @@ import * as os from "os";
 import * as path from "path";
 import { decodeValues } from "../../components/shell";
 import { PROJECT_DIR } from "../support/stackConfig";
-import { byName, byType, DEPLOY_PRIVATE_KEY, DROPLET_IPV4, DROPLET_IPV6, isSecretValue, plain, plainStrings, runFake } from "./fakeCloud";
+import { byName, byType, DEPLOY_PRIVATE_KEY, DROPLET_IPV4, DROPLET_IPV6, HOST_PUBLIC_KEY, isSecretValue, plain, plainStrings, runFake } from "./fakeCloud";
 
 const COMMAND = "command:remote:Command";
 const COPY = "command:remote:CopyToRemote";
@@ -44,7 +44,7 @@ for (const stack of ["staging", "prod"]) {
       assert.deepStrictEqual(byType(noV6, "digitalocean:index/dnsRecord:DnsRecord").map((x) => x.inputs.type), ["A"]);
     });
 
-    it("connects every remote command to the droplet as the deploy user with the generated key", async () => {
+    it("connects every remote command to the droplet as the deploy user with the generated key, pinning the host key", async () => {
       const r = await runFake({ stack });
       const remote = remoteResources(r);
       assert.ok(remote.length >= 5, `expected the remote steps, got ${remote.map((x) => x.name)}`);
@@ -54,9 +54,14 @@ for (const stack of ["staging", "prod"]) {
         assert.strictEqual(conn.host, DROPLET_IPV4, res.name);
         assert.strictEqual(conn.user, "deploy", res.name);
         assert.strictEqual(conn.privateKey, DEPLOY_PRIVATE_KEY, res.name);
+        assert.strictEqual(conn.hostKey, HOST_PUBLIC_KEY, `${res.name} must pin the host key`);
       }
       const droplet = byName(r, "server-droplet");
-      assert.match(String(droplet.inputs.userData), /ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDropstack/);
+      assert.ok(isSecretValue(droplet.inputs.userData), "user data holds the host's private key: it must be secret");
+      const userData = String(plain(droplet.inputs.userData));
+      assert.match(userData, /ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDropstackUnitTestPublicKey/);
+      assert.ok(userData.includes(JSON.stringify(HOST_PUBLIC_KEY)), "the pinned host key is the one cloud-init installs");
+      assert.strictEqual(r.outputs.knownHostsLine.value, `${String(r.outputs.fqdn.value)},${DROPLET_IPV4} ${HOST_PUBLIC_KEY}`);
       assert.deepStrictEqual(droplet.inputs.sshKeys, ["3b:16:bf:e4:8b:00:8b:b8:59:8c:a9:d3:f0:19:45:fa"]);
     });
 
@@ -140,12 +145,15 @@ describe("secrets", () => {
     assert.strictEqual(JSON.parse(stdinOf(release).ENV_JSON).API_TOKEN, secretValue, "the value arrives unchanged");
   });
 
-  it("keeps the deploy private key out of plain inputs and outputs", async () => {
+  it("keeps the deploy and host private keys out of plain inputs and outputs", async () => {
     const r = await run();
     for (const res of r.resources) {
-      assert.ok(!plainStrings(res.inputs).some((s) => s.value.includes("unit-test-deploy-key")), res.name);
+      for (const k of ["unit-test-deploy-key", "unit-test-host-key"]) {
+        assert.ok(!plainStrings(res.inputs).some((s) => s.value.includes(k)), `${res.name} holds ${k}`);
+      }
     }
     assert.ok(!JSON.stringify(r.outputs).includes("unit-test-deploy-key"));
+    assert.ok(!JSON.stringify(r.outputs).includes("unit-test-host-key"));
   });
 });
 

@@ -6,7 +6,7 @@ import * as os from "os";
 import * as path from "path";
 import * as YAML from "yaml";
 import {
-  renderCloudConfig, renderEnvJson, renderGunicornConf, renderNginxDefault, renderNginxSite, renderSupervisorSlot,
+  renderCloudConfig, renderEnvJson, renderGunicornConf, renderNginxDefault, renderNginxSite, renderSshdConfig, renderSupervisorSlot,
 } from "../../components/render";
 import { encodeValues, readRemoteFile, renderTemplate, scriptText, shellQuote, stepCommand } from "../../components/shell";
 
@@ -43,7 +43,7 @@ function nginxTest(files: Record<string, string>, fqdn: string): { ok: boolean; 
 }
 
 describe("nginx configuration", () => {
-  const site = { app: "shop", fqdn: "api.example.com", tls: true, maxBodySize: "10m" };
+  const site = { app: "shop", fqdn: "api.example.com", tls: true, maxBodySize: "10m", hsts: true };
 
   it("the HTTPS site and the default server pass nginx -t", () => {
     const r = nginxTest({ "default.conf": renderNginxDefault().defaultServer, "site.conf": renderNginxSite(site) }, site.fqdn);
@@ -72,9 +72,36 @@ describe("nginx configuration", () => {
     assert.match(text, /server unix:\/srv\/shop\/current\.sock/);
   });
 
+  it("sends HSTS only when asked (prod), and common security headers always", () => {
+    assert.match(renderNginxSite(site), /add_header Strict-Transport-Security "max-age=63072000; includeSubDomains" always;/);
+    assert.doesNotMatch(renderNginxSite({ ...site, hsts: false }), /add_header Strict-Transport-Security/);
+    assert.doesNotMatch(renderNginxSite({ ...site, tls: false }), /add_header Strict-Transport-Security/);
+    for (const h of ["X-Content-Type-Options nosniff", "X-Frame-Options SAMEORIGIN", "Referrer-Policy"]) {
+      assert.ok(renderNginxSite(site).includes(`add_header ${h}`), h);
+    }
+    assert.match(renderNginxSite(site), /server_tokens off;/);
+  });
+
   it("refuses values that could inject a directive", () => {
     for (const fqdn of ["a.example.com;\n}", "a.example.com { return 200; }", "$host.example.com"]) {
       assert.throws(() => renderNginxSite({ ...site, fqdn }), /could change the file's meaning/);
+    }
+  });
+});
+
+describe("sshd drop-in", () => {
+  it("passes sshd -t and turns off passwords, keyboard-interactive and root", () => {
+    requireTool("/usr/sbin/sshd");
+    fs.mkdirSync("/run/sshd", { recursive: true }); // sshd -T insists on its privilege separation folder
+    const dir = tmp();
+    execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", path.join(dir, "host_key")]);
+    fs.writeFileSync(path.join(dir, "dropstack.conf"), renderSshdConfig({ deployUser: "deploy" }));
+    fs.writeFileSync(path.join(dir, "sshd_config"), `Include ${dir}/dropstack.conf\nHostKey ${dir}/host_key\nPasswordAuthentication yes\nPermitRootLogin yes\n`);
+    const r = spawnSync("/usr/sbin/sshd", ["-T", "-f", path.join(dir, "sshd_config"), "-C", "user=deploy,host=h,addr=203.0.113.1"], { encoding: "utf8" });
+    fs.rmSync(dir, { recursive: true, force: true });
+    assert.strictEqual(r.status, 0, r.stderr);
+    for (const line of ["passwordauthentication no", "kbdinteractiveauthentication no", "permitrootlogin no", "allowusers deploy", "authenticationmethods publickey"]) {
+      assert.match(r.stdout, new RegExp(`^${line}$`, "m"), line);
     }
   });
 });
@@ -145,19 +172,24 @@ describe("gunicorn config", () => {
 });
 
 describe("cloud-init user data", () => {
-  it("is #cloud-config YAML creating only the deploy user with the deploy key", () => {
-    const key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq0ZmVgtq7V5H7lJ0sN7H1n2mE6w3xZ1YlB2m8jF0aQ";
-    const text = renderCloudConfig({ deployUser: "deploy", deployPublicKey: `${key}\n` });
+  const key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq0ZmVgtq7V5H7lJ0sN7H1n2mE6w3xZ1YlB2m8jF0aQ";
+  const hostPrivateKey = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\nline2: not yaml\n-----END OPENSSH PRIVATE KEY-----\n";
+  const hostPublicKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyHostKeyHostKeyHostKeyHostKeyHostKey";
+
+  it("is #cloud-config YAML: only the deploy user with the deploy key, and the pinned host key", () => {
+    const text = renderCloudConfig({ deployUser: "deploy", deployPublicKey: `${key}\n`, hostPrivateKey, hostPublicKey });
     assert.ok(text.startsWith("#cloud-config\n"));
     const doc = YAML.parse(text);
     assert.deepStrictEqual(doc.users.map((u: { name: string }) => u.name), ["deploy"]);
     assert.deepStrictEqual(doc.users[0].ssh_authorized_keys, [key]);
     assert.strictEqual(doc.ssh_pwauth, false);
     assert.strictEqual(doc.disable_root, true);
+    assert.deepStrictEqual(doc.ssh_keys, { ed25519_private: hostPrivateKey, ed25519_public: hostPublicKey });
+    assert.deepStrictEqual(doc.ssh_genkeytypes, []);
   });
 
-  it("refuses a multi-line key", () => {
-    assert.throws(() => renderCloudConfig({ deployUser: "deploy", deployPublicKey: "ssh-ed25519 AAAA\nruncmd: [x]" }), /single safe line/);
+  it("refuses a multi-line public key", () => {
+    assert.throws(() => renderCloudConfig({ deployUser: "deploy", deployPublicKey: "ssh-ed25519 AAAA\nruncmd: [x]", hostPrivateKey, hostPublicKey }), /single safe line/);
   });
 });
 
