@@ -50,6 +50,8 @@ export interface LocalCloudOptions {
   /** Flat config map, as the CLI would pass it. */
   config: Record<string, string>;
   secretKeys?: string[];
+  /** Zones the simulated DigitalOcean account manages. Default: the stack's dropstack:domain. */
+  managedDomains?: string[];
   /** Pebble (mock DNS + ACME) serving this cloud. */
   pebble: Pebble;
   log?: (line: string) => void;
@@ -134,6 +136,7 @@ export class LocalCloud {
       config: this.opts.config,
       secretKeys: this.opts.secretKeys,
       preview: opts.preview,
+      call: async (args) => this.invoke(args),
       newResource: async (args) => {
         if (!args.custom) return { id: "", state: {} }; // component resources: nothing to do
         return opts.preview ? this.previewResource(args) : this.applyResource(args);
@@ -161,6 +164,15 @@ export class LocalCloud {
     for (const vm of Object.values(this.state.vms)) await this.stopVm(vm);
     this.state.vms = {};
     this.save();
+  }
+
+  /** Data sources: the account's DNS zones. */
+  private async invoke(args: pulumi.runtime.MockCallArgs): Promise<Record<string, unknown>> {
+    if (args.token !== "digitalocean:index/getDomains:getDomains") throw new Error(`local cloud: no stand-in for invoke ${args.token}`);
+    const managed = this.opts.managedDomains ?? [this.opts.config["dropstack:domain"]];
+    const wanted = ((args.inputs.filters as { values: string[] }[] | undefined) ?? []).flatMap((f) => f.values);
+    const domains = managed.filter((d) => !wanted.length || wanted.includes(d)).map((name) => ({ name, ttl: 1800, urn: `do:domain:${name}`, zoneFile: "" }));
+    return { id: "domains", domains };
   }
 
   /** Changes the stack's config for the next `up` (as `pulumi config set` would). */

@@ -49,11 +49,19 @@ async function settle(o: unknown): Promise<{ value: unknown; secret: boolean; kn
 /** Evaluates index.ts once with the given config and mocks. */
 export async function runProgram(opts: RunOptions): Promise<RunResult> {
   const resources: RecordedResource[] = [];
+  const registrationErrors: unknown[] = [];
   await pulumi.runtime.setMocks({
     newResource: async (args) => {
-      const res = await opts.newResource(args);
-      resources.push({ type: args.type, name: args.name, inputs: args.inputs, id: res.id, state: res.state });
-      return res;
+      try {
+        const res = await opts.newResource(args);
+        resources.push({ type: args.type, name: args.name, inputs: args.inputs, id: res.id, state: res.state });
+        return res;
+      } catch (e) {
+        // The SDK reports a failed registration only on the resource's own outputs; the engine
+        // would fail the whole update, so the run is failed below.
+        registrationErrors.push(e);
+        throw e;
+      }
     },
     call: async (args) => (opts.call ? opts.call(args) : args.inputs),
   }, "dropstack", opts.stack, opts.preview ?? false);
@@ -62,10 +70,24 @@ export async function runProgram(opts: RunOptions): Promise<RunResult> {
   for (const key of Object.keys(require.cache)) {
     if (key === PROGRAM || key.startsWith(path.join(PROJECT_DIR, "components") + path.sep)) delete require.cache[key];
   }
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const program = require(PROGRAM) as Record<string, unknown>;
-  const outputs: RunResult["outputs"] = {};
-  for (const [name, value] of Object.entries(program)) outputs[name] = await settle(value);
-  await settings.waitForRPCs();
-  return { resources, outputs };
+  // An error thrown inside an apply (or a failed registration) surfaces as an unhandled rejection,
+  // which fails `pulumi up`; here it fails the run the same way instead of leaving it hanging.
+  let onFailure!: (e: unknown) => void;
+  const failed = new Promise<never>((_, reject) => (onFailure = reject));
+  const listener = (e: unknown) => onFailure(e);
+  process.on("unhandledRejection", listener);
+  try {
+    const evaluate = async () => {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      const program = require(PROGRAM) as Record<string, unknown>;
+      const outputs: RunResult["outputs"] = {};
+      for (const [name, value] of Object.entries(program)) outputs[name] = await settle(value);
+      await settings.waitForRPCs();
+      if (registrationErrors.length) throw registrationErrors[0];
+      return { resources, outputs };
+    };
+    return await Promise.race([evaluate(), failed]);
+  } finally {
+    process.off("unhandledRejection", listener);
+  }
 }

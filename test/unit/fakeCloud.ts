@@ -32,6 +32,8 @@ function fakeState(args: pulumi.runtime.MockResourceArgs): Record<string, unknow
 }
 
 export interface FakeRunOptions {
+  /** Zones the fake DigitalOcean account manages. Default: example.com. */
+  managedDomains?: string[];
   stack?: string;
   overrides?: Record<string, unknown>;
   secretKeys?: string[];
@@ -46,6 +48,12 @@ export function runFake(opts: FakeRunOptions = {}): Promise<RunResult> {
     config: stackConfig(stack, opts.overrides),
     secretKeys: opts.secretKeys,
     preview: opts.preview,
+    call: async (args) => {
+      if (args.token !== "digitalocean:index/getDomains:getDomains") throw new Error(`unexpected invoke ${args.token}`);
+      const wanted = (args.inputs.filters as { values: string[] }[])[0].values;
+      const managed = opts.managedDomains ?? ["example.com"];
+      return { id: "domains", domains: managed.filter((d) => wanted.includes(d)).map((name) => ({ name, ttl: 1800, urn: `do:domain:${name}` })) };
+    },
     newResource: async (args) => {
       const digest = crypto.createHash("sha256").update(args.type + args.name).digest();
       // Each resource takes a different (but repeatable) time, as real ones do: an order that

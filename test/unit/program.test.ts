@@ -3,7 +3,9 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { decodeValues } from "../../components/shell";
-import { PROJECT_DIR } from "../support/stackConfig";
+import { spawnSync } from "child_process";
+import { runProgram } from "../support/program";
+import { PROJECT_DIR, stackConfig } from "../support/stackConfig";
 import { byName, byType, DEPLOY_PRIVATE_KEY, DROPLET_IPV4, DROPLET_IPV6, HOST_PUBLIC_KEY, isSecretValue, plain, plainStrings, runFake } from "./fakeCloud";
 
 const COMMAND = "command:remote:Command";
@@ -172,6 +174,38 @@ describe("staging and prod differ where they must", () => {
     assert.strictEqual(stdinOf(byName(staging, "certificate-certbot")).ACME_SERVER, "https://acme-staging-v02.api.letsencrypt.org/directory");
     assert.strictEqual(stdinOf(byName(prod, "certificate-certbot")).ACME_SERVER, "https://acme-v02.api.letsencrypt.org/directory");
     assert.notStrictEqual(byName(staging, "deploy-key-do").inputs.name, byName(prod, "deploy-key-do").inputs.name);
+  });
+});
+
+describe("DNS zone", () => {
+  // A failed invoke leaves the SDK's registrations pending, as it would end a real `pulumi up`:
+  // this run gets a process of its own so later tests start from a clean SDK.
+  const runIsolated = (managedDomains: string[]) => spawnSync(process.execPath, ["-r", "ts-node/register", "-e",
+    `require("./test/unit/fakeCloud").runFake({ managedDomains: ${JSON.stringify(managedDomains)} })
+       .then(() => { console.log("RESOLVED"); process.exit(0); }, (e) => { console.log("REJECTED " + e.message); process.exit(1); });`],
+  { cwd: PROJECT_DIR, env: { ...process.env, TS_NODE_TRANSPILE_ONLY: "1" }, encoding: "utf8", timeout: 120_000 });
+
+  it("fails with a clear message when the domain is not managed by DigitalOcean", () => {
+    const r = runIsolated(["other.org"]);
+    assert.strictEqual(r.status, 1, r.stdout + r.stderr);
+    assert.match(r.stdout, /REJECTED .*dropstack:domain: "example\.com" is not a domain managed by DigitalOcean DNS in this account/);
+  });
+
+  it("goes ahead when it is", () => {
+    const r = runIsolated(["example.com", "other.org"]);
+    assert.strictEqual(r.status, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /RESOLVED/);
+  });
+
+  it("fails the run when a resource fails, as the engine fails the update", async () => {
+    await assert.rejects(runProgram({
+      stack: "staging", config: stackConfig("staging"),
+      call: async () => ({ domains: [{ name: "example.com" }] }),
+      newResource: async (a) => {
+        if (a.name === "app-release") throw new Error("release refused");
+        return { id: `${a.name}-id`, state: { ...a.inputs, ipv4Address: "203.0.113.7", publicKeyOpenssh: "ssh-ed25519 AAAA", privateKeyOpenssh: "k", fingerprint: "fp" } };
+      },
+    }), /release refused/);
   });
 });
 
