@@ -9,7 +9,7 @@ packages=(
   nginx-light supervisor shellcheck openssh-server
   # local cloud (end-to-end tests)
   qemu-system-x86 qemu-utils seabios ipxe-qemu cloud-image-utils debootstrap e2fsprogs
-  openssh-client pebble openssl curl wrk
+  openssh-client pebble openssl curl wrk sslscan
 )
 
 missing=()

@@ -48,6 +48,7 @@ describe("end to end on the local cloud", function () {
     return localConfig(pebble, {
       appSource: appDir,
       env: { APP_TITLE: "dropstack on the local cloud", DROPSTACK_DEBUG_ROUTES: "1" },
+      hsts: true,
       secretEnv: { SECRET_PROBE: SECRET },
       ...overrides,
     });
@@ -154,6 +155,21 @@ describe("end to end on the local cloud", function () {
     const { stdout } = await execFileP("bash", ["-c",
       `openssl s_client -connect ${ip}:443 -servername ${LOCAL_FQDN} -verify_return_error -CAfile ${rootCa} </dev/null 2>/dev/null | openssl x509 -noout -ext subjectAltName`]);
     assert.match(stdout, new RegExp(`DNS:${LOCAL_FQDN.replace(/\./g, "\\.")}`));
+  });
+
+  it("passes a TLS scan: TLS 1.2 and 1.3 only, strong ciphers only, HSTS and security headers", async () => {
+    const { stdout } = await execFileP("sslscan", ["--no-colour", "--xml=-", `--sni-name=${LOCAL_FQDN}`, `${ip}:443`], { maxBuffer: 10 * 1024 * 1024 });
+    const enabled = [...stdout.matchAll(/<protocol type="(\w+)" version="([\d.]+)" enabled="1"/g)].map((m) => `${m[1].toUpperCase()}v${m[2]}`);
+    assert.deepStrictEqual(enabled.sort(), ["TLSv1.2", "TLSv1.3"], stdout.slice(0, 2000));
+    const ciphers = [...stdout.matchAll(/<cipher status="\w+" sslversion="([^"]+)" bits="(\d+)" cipher="([^"]+)"/g)].map((m) => ({ version: m[1], bits: Number(m[2]), name: m[3] }));
+    assert.ok(ciphers.length > 0, "sslscan found no cipher");
+    const weak = ciphers.filter((c) => c.bits < 128 || !/GCM|CHACHA20/.test(c.name) || /RC4|3DES|DES-CBC|NULL|EXP|MD5|CBC/.test(c.name));
+    assert.deepStrictEqual(weak, [], "weak ciphers accepted");
+    measured.push(["TLS scan (sslscan): protocols / ciphers / weak", `${enabled.join("+")} / ${ciphers.length} / ${weak.length}`]);
+    const r = await curl(`https://${LOCAL_FQDN}/`);
+    assert.match(r.headers, /^Strict-Transport-Security: max-age=63072000; includeSubDomains\r?$/mi);
+    assert.match(r.headers, /^X-Content-Type-Options: nosniff\r?$/mi);
+    assert.match(r.headers, /^Server: nginx\r?$/mi, "server_tokens off: no version");
   });
 
   it("redirects http:// to https:// and answers /healthz with 200", async () => {
