@@ -57,6 +57,7 @@ const host = new HostSetup("host", {
   deployUser: cfg.deployUser,
   deployPublicKey: deployKey.publicKeyOpenssh,
   adminSshKeys: cfg.adminSshKeys,
+  sshAllowedCidrs: cfg.sshAllowedCidrs,
   aptPackages: cfg.aptPackages,
 });
 const certificate = cfg.tls

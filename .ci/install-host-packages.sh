@@ -6,7 +6,7 @@ set -euo pipefail
 
 packages=(
   # rendered-config checks (unit tests)
-  nginx-light supervisor shellcheck openssh-server
+  nginx-light supervisor shellcheck openssh-server nftables
   # local cloud (end-to-end tests)
   qemu-system-x86 qemu-utils seabios ipxe-qemu cloud-image-utils debootstrap e2fsprogs
   openssh-client pebble openssl curl wrk sslscan

@@ -1,6 +1,6 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
-import { renderAutoUpgrades, renderNginxDefault, renderSshdConfig, renderSwitchScript } from "./render";
+import { renderAutoUpgrades, renderNftables, renderNginxDefault, renderSshdConfig, renderSwitchScript } from "./render";
 import { Connection, remoteStep } from "./steps";
 
 export interface HostSetupArgs {
@@ -16,6 +16,8 @@ export interface HostSetupArgs {
   deployPublicKey: pulumi.Input<string>;
   /** Admins' public keys, authorized for the deploy user. @default [] */
   adminSshKeys: string[];
+  /** Networks that may reach SSH (host firewall; the cloud firewall has the same). */
+  sshAllowedCidrs: string[];
   /** Extra Debian packages. @default [] */
   aptPackages: string[];
   /** How long to wait for cloud-init on a new droplet, in seconds. @default 900 */
@@ -65,6 +67,7 @@ export class HostSetup extends pulumi.ComponentResource {
         SWITCH_SCRIPT: renderSwitchScript(),
         SSHD_CONFIG: renderSshdConfig({ deployUser: args.deployUser }),
         AUTO_UPGRADES: renderAutoUpgrades(),
+        NFTABLES: renderNftables({ sshAllowedCidrs: args.sshAllowedCidrs }),
       },
       triggers: [args.dropletId],
     }, { parent: this, dependsOn: [after] });

@@ -92,6 +92,29 @@ export function renderSshdConfig(s: { deployUser: string }): string {
   return renderTemplate(readRemoteFile("templates/sshd-dropstack.conf"), { deploy_user: s.deployUser }, inert);
 }
 
+/**
+ * The host firewall (nftables), the same policy as the cloud firewall. The SSH networks were
+ * validated as CIDRs; they are rendered as nftables set elements.
+ */
+export function renderNftables(s: { sshAllowedCidrs: string[] }): string {
+  const v4 = s.sshAllowedCidrs.filter((c) => c.includes("."));
+  const v6 = s.sshAllowedCidrs.filter((c) => c.includes(":"));
+  for (const c of s.sshAllowedCidrs) {
+    if (!/^[0-9a-fA-F:.]+\/\d{1,3}$/.test(c)) throw new Error(`not a CIDR: ${JSON.stringify(c)}`);
+  }
+  const sets: string[] = [];
+  const rules: string[] = [];
+  if (v4.length) {
+    sets.push(`    set ssh_v4 {\n        type ipv4_addr; flags interval;\n        elements = { ${v4.join(", ")} }\n    }`);
+    rules.push("        ip saddr @ssh_v4 tcp dport 22 accept");
+  }
+  if (v6.length) {
+    sets.push(`    set ssh_v6 {\n        type ipv6_addr; flags interval;\n        elements = { ${v6.join(", ")} }\n    }`);
+    rules.push("        ip6 saddr @ssh_v6 tcp dport 22 accept");
+  }
+  return renderTemplate(readRemoteFile("templates/nftables.conf"), { ssh_sets: sets.join("\n"), ssh_rules: rules.join("\n") });
+}
+
 /** apt's periodic settings that turn on unattended security upgrades. */
 export function renderAutoUpgrades(): string {
   return readRemoteFile("templates/auto-upgrades.conf");

@@ -5,7 +5,7 @@
 set -euo pipefail
 
 require V_APP V_DEPLOY_USER V_AUTHORIZED_KEYS V_APT_PACKAGES V_NGINX_DEFAULT V_NGINX_ACME_SNIPPET V_SWITCH_SCRIPT \
-  V_SSHD_CONFIG V_AUTO_UPGRADES
+  V_SSHD_CONFIG V_AUTO_UPGRADES V_NFTABLES
 
 app=$V_APP
 [[ $app =~ ^[a-z][a-z0-9-]{0,30}$ ]] || die "bad app name"
@@ -14,7 +14,7 @@ app=$V_APP
 # Packages: the stack's own plus the user's extra ones (names were validated by the program).
 read -r -a extra <<<"$V_APT_PACKAGES"
 ensure_packages nginx supervisor gunicorn python3-venv python3-pip certbot curl ca-certificates util-linux \
-  unattended-upgrades "${extra[@]}"
+  unattended-upgrades nftables "${extra[@]}"
 
 # The app runs as its own system user; www-data joins its group to reach the socket.
 if ! id -u "$app" >/dev/null 2>&1; then
@@ -61,6 +61,19 @@ if [ "$WROTE" = 1 ]; then
 $output"
   fi
   systemctl reload ssh
+fi
+
+# Host firewall (nftables): checked with nft -c before it is loaded; loaded again at boot.
+write_file /etc/nftables.conf 755 root:root "$V_NFTABLES"
+if [ "$WROTE" = 1 ] || ! nft list table inet dropstack >/dev/null 2>&1; then
+  output=$(nft -c -f /etc/nftables.conf 2>&1) || die "nftables rejected the firewall rules:
+$output"
+  nft -f /etc/nftables.conf
+  CHANGED=1
+fi
+if ! systemctl is-enabled --quiet nftables; then
+  systemctl enable nftables >/dev/null 2>&1
+  CHANGED=1
 fi
 
 # Security updates install themselves (Debian's unattended-upgrades, security origin only).

@@ -5,14 +5,15 @@ import { execFile } from "child_process";
 import { createHash } from "crypto";
 import { Client, ConnectConfig } from "ssh2";
 import * as fs from "fs";
+import * as net from "net";
 import * as os from "os";
 import * as path from "path";
 import { promisify } from "util";
 import { decodeValues } from "../../components/shell";
-import { startPebble, Pebble } from "../localcloud/acme";
+import { Pebble } from "../localcloud/acme";
 import { LocalCloud, UpResult } from "../localcloud/engine";
 import { ensureImage } from "../localcloud/image";
-import { LOCAL_FQDN, localConfig } from "../localcloud/localStack";
+import { LOCAL_FQDN, localConfig, startLocalPebble } from "../localcloud/localStack";
 import { sshExec, SshConnection } from "../localcloud/ssh";
 import { closedLoop, failures, LoadTarget, markerRuns, Outcome } from "../support/load";
 import { waitUntil } from "../localcloud/util";
@@ -102,7 +103,7 @@ describe("end to end on the local cloud", function () {
     let t = Date.now();
     await ensureImage(log);
     phases.push(["image (build or cache)", Date.now() - t]);
-    pebble = await startPebble({ workDir: work, log });
+    pebble = await startLocalPebble(work, log);
     cloud = new LocalCloud({
       stateDir: path.join(work, "state"), stack: "e2e", pebble, log,
       config: e2eConfig(),
@@ -284,6 +285,25 @@ describe("end to end on the local cloud", function () {
     assert.match(await refused({ username: "deploy", password: "hunter2", tryKeyboard: true }), /authentication methods failed/);
     assert.match(await refused({ username: "root", privateKey: conn.privateKey }), /authentication methods failed/);
     assert.match(await onServer("cat /etc/apt/apt.conf.d/20auto-upgrades"), /Unattended-Upgrade "1"/);
+  });
+
+  it("runs a host firewall: default drop both ways, HTTPS out allowed, other ports out refused", async () => {
+    const rules = await onServer("sudo nft list table inet dropstack");
+    assert.match(rules, /hook input priority filter; policy drop;/);
+    assert.match(rules, /hook output priority filter; policy drop;/);
+    assert.match(await onServer("systemctl is-enabled nftables"), /enabled/);
+    // A server of the test's own on the host's loopback, which the guest reaches as 10.0.2.2.
+    const server = net.createServer((sock) => sock.end("HTTP/1.0 200 OK\r\n\r\nopen\n"));
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const port = (server.address() as net.AddressInfo).port;
+    try {
+      const blocked = await sshExec(conn, `curl -sS -m 5 http://10.0.2.2:${port}/`, { timeoutMs: 60_000 });
+      assert.notStrictEqual(blocked.code, 0, `outbound port ${port} must be dropped: ${blocked.stdout}`);
+      const acme = await sshExec(conn, `curl -sS -m 20 -o /dev/null -w '%{http_code}' --cacert /etc/dropstack/acme-ca.pem https://10.0.2.2/dir`, { timeoutMs: 60_000 });
+      assert.strictEqual(acme.stdout.trim(), "200", `HTTPS out (the ACME server) must pass: ${acme.stderr}`);
+    } finally {
+      server.close();
+    }
   });
 
   it("keeps the app user out of its own code and the environment file private", async () => {

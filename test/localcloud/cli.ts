@@ -4,10 +4,9 @@
 // .ci/install-host-packages.sh.
 import * as fs from "fs";
 import * as path from "path";
-import { startPebble } from "./acme";
 import { LocalCloud } from "./engine";
 import { ensureImage } from "./image";
-import { LOCAL_FQDN, localConfig } from "./localStack";
+import { LOCAL_FQDN, localConfig, startLocalPebble } from "./localStack";
 
 const STATE_DIR = process.env.DROPSTACK_LOCAL_STATE ?? path.resolve(__dirname, "..", "..", ".localcloud");
 
@@ -19,7 +18,7 @@ async function main(): Promise<void> {
   fs.mkdirSync(STATE_DIR, { recursive: true });
   const t0 = Date.now();
   if (cmd !== "down") await ensureImage(log);
-  const pebble = await startPebble({ workDir: STATE_DIR, log });
+  const pebble = await startLocalPebble(STATE_DIR, log);
   try {
     const cloud = new LocalCloud({ stateDir: STATE_DIR, stack: "local", config: localConfig(pebble), secretKeys: [], pebble, log });
     if (cmd === "down") {

@@ -6,7 +6,7 @@ import * as os from "os";
 import * as path from "path";
 import * as YAML from "yaml";
 import {
-  renderCloudConfig, renderEnvJson, renderGunicornConf, renderNginxDefault, renderNginxSite, renderSshdConfig, renderSupervisorSlot,
+  renderCloudConfig, renderEnvJson, renderGunicornConf, renderNftables, renderNginxDefault, renderNginxSite, renderSshdConfig, renderSupervisorSlot,
 } from "../../components/render";
 import { encodeValues, readRemoteFile, renderTemplate, scriptText, shellQuote, stepCommand } from "../../components/shell";
 
@@ -86,6 +86,31 @@ describe("nginx configuration", () => {
     for (const fqdn of ["a.example.com;\n}", "a.example.com { return 200; }", "$host.example.com"]) {
       assert.throws(() => renderNginxSite({ ...site, fqdn }), /could change the file's meaning/);
     }
+  });
+});
+
+describe("host firewall", () => {
+  it("passes nft -c, drops by default both ways and opens only what the server needs", () => {
+    const text = renderNftables({ sshAllowedCidrs: ["203.0.113.0/24", "10.0.2.2/32", "2001:db8::/32"] });
+    const dir = tmp();
+    fs.writeFileSync(path.join(dir, "nftables.conf"), text);
+    const r = spawnSync("nft", ["-c", "-f", path.join(dir, "nftables.conf")], { encoding: "utf8" });
+    fs.rmSync(dir, { recursive: true, force: true });
+    assert.strictEqual(r.status, 0, r.stderr);
+    assert.match(text, /chain input \{\n\s+type filter hook input priority filter; policy drop;/);
+    assert.match(text, /chain output \{\n\s+type filter hook output priority filter; policy drop;/);
+    assert.match(text, /elements = \{ 203\.0\.113\.0\/24, 10\.0\.2\.2\/32 \}/);
+    assert.match(text, /elements = \{ 2001:db8::\/32 \}/);
+    assert.match(text, /ip saddr @ssh_v4 tcp dport 22 accept/);
+    assert.match(text, /tcp dport \{ 80, 443 \} accept/);
+    const sshRules = text.split("\n").filter((l) => /dport 22\b/.test(l));
+    assert.ok(sshRules.length === 2 && sshRules.every((l) => /saddr @ssh_v[46]/.test(l)), `SSH only from the sets: ${sshRules}`);
+    assert.match(text, /ip daddr 169\.254\.169\.254 meta skuid != 0 drop/);
+  });
+
+  it("has no IPv6 SSH set when no IPv6 network is allowed", () => {
+    const text = renderNftables({ sshAllowedCidrs: ["203.0.113.0/24"] });
+    assert.doesNotMatch(text, /ssh_v6/);
   });
 });
 
