@@ -1,13 +1,9 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { renderRenewHook } from "./render";
-import { Connection, remoteStep } from "./steps";
+import { OnServerArgs, remoteStep } from "./steps";
 
-export interface CertificateArgs {
-  /** How to reach the droplet as the deploy user. */
-  connection: pulumi.Input<Connection>;
-  /** Droplet id: a new droplet gets a new certificate. */
-  dropletId: pulumi.Input<string>;
+export interface CertificateArgs extends OnServerArgs {
   /** Host name on the certificate. @example "api.example.com" */
   fqdn: string;
   /** ACME account email. @example "ops@example.com" */

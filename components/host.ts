@@ -1,13 +1,9 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { renderAutoUpgrades, renderNftables, renderNginxDefault, renderSshdConfig, renderSwitchScript } from "./render";
-import { Connection, remoteStep } from "./steps";
+import { OnServerArgs, remoteStep } from "./steps";
 
-export interface HostSetupArgs {
-  /** How to reach the droplet as the deploy user. */
-  connection: pulumi.Input<Connection>;
-  /** Droplet id: a new droplet re-runs every step. */
-  dropletId: pulumi.Input<string>;
+export interface HostSetupArgs extends OnServerArgs {
   /** App name: its user, folders and supervisor program. @default "app" */
   app: string;
   /** Deploy user created by cloud-init. @default "deploy" */

@@ -2,13 +2,9 @@ import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { renderEnvJson, renderGunicornConf, renderSupervisorSlot } from "./render";
 import { contentHash, folderHash } from "./shell";
-import { Connection, remoteStep } from "./steps";
+import { OnServerArgs, remoteStep } from "./steps";
 
-export interface AppReleaseArgs {
-  /** How to reach the droplet as the deploy user. */
-  connection: pulumi.Input<Connection>;
-  /** Droplet id: a new droplet gets the release again. */
-  dropletId: pulumi.Input<string>;
+export interface AppReleaseArgs extends OnServerArgs {
   /** App name. @default "app" */
   app: string;
   /** Local folder with the app's source. @example "/home/me/shop/app" */

@@ -1,13 +1,9 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { renderNginxSite } from "./render";
-import { Connection, remoteStep } from "./steps";
+import { OnServerArgs, remoteStep } from "./steps";
 
-export interface NginxSiteArgs {
-  /** How to reach the droplet as the deploy user. */
-  connection: pulumi.Input<Connection>;
-  /** Droplet id: a new droplet re-runs the step. */
-  dropletId: pulumi.Input<string>;
+export interface NginxSiteArgs extends OnServerArgs {
   /** App name (upstream, socket path). @default "app" */
   app: string;
   /** Host name the site answers on. @example "api.example.com" */

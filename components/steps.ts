@@ -5,6 +5,14 @@ import { contentHash, encodeValues, scriptText, stepCommand } from "./shell";
 
 export type Connection = command.types.input.remote.ConnectionArgs;
 
+/** What every component that works on the droplet over SSH is given. */
+export interface OnServerArgs {
+  /** How to reach the droplet as the deploy user (pinned host key, generated key). */
+  connection: pulumi.Input<Connection>;
+  /** Droplet id: a new droplet re-runs the component's steps. */
+  dropletId: pulumi.Input<string>;
+}
+
 export interface RemoteStepArgs {
   /** How to reach the server (host, deploy user, generated key). */
   connection: pulumi.Input<Connection>;
