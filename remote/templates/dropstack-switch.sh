@@ -138,8 +138,9 @@ env.update(json.load(open(sys.argv[1], encoding="utf-8")))
 os.execvpe("/bin/sh", ["sh", "-c", open(sys.argv[2], encoding="utf-8").read()], env)' \
       "$root/shared/env.json" "$state/release_command" 2>&1); then
     audit failed
-    die "the release command failed in release $id; nothing was switched:
-$output"
+    die "the release command failed in release $id:
+$output
+release $id was NOT switched live; ${live_release:-nothing} keeps serving."
   fi
 fi
 
