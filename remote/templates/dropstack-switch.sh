@@ -44,7 +44,8 @@ active_slot() {
   esac
 }
 
-release_of() { readlink "$1" 2>/dev/null | sed 's#.*/##'; }
+# The release a symlink points at ("" when there is none; never fails under set -e/pipefail).
+release_of() { local target; target=$(readlink "$1" 2>/dev/null) || return 0; printf '%s\n' "${target##*/}"; }
 
 # Release ids on this server, newest first.
 list_releases() { find "$releases" -mindepth 1 -maxdepth 1 -type d ! -name '.*' -printf '%T@ %f\n' | sort -rn | cut -d' ' -f2-; }
