@@ -210,8 +210,8 @@ function checkNeedsTest(wf: Workflow): void {
   const ci = runs.findIndex((r) => /^\s*npm ci\s*$/m.test(r));
   const npmTest = runs.findIndex((r) => /^\s*npm test\s*$/m.test(r));
   assert.ok(ci >= 0 && npmTest > ci, "the test job runs npm ci, then npm test");
-  const apt = runs.findIndex((r) => /apt-get install\b.*\bnginx-light\b/.test(r) && /\bsupervisor\b/.test(r) && /\bshellcheck\b/.test(r));
-  assert.ok(apt >= 0 && apt < npmTest, "the test job installs nginx-light, supervisor and shellcheck before npm test");
+  const apt = runs.findIndex((r) => /apt-get install\b.*\bnginx-light\b/.test(r) && ["supervisor", "shellcheck", "openssh-server", "nftables"].every((p) => new RegExp(`\\b${p}\\b`).test(r)));
+  assert.ok(apt >= 0 && apt < npmTest, "the test job installs nginx-light, supervisor, shellcheck, openssh-server and nftables before npm test");
   for (const p of pulumiSteps(wf)) {
     const needs = p.job.needs === undefined ? [] : ([] as string[]).concat(p.job.needs);
     assert.ok(needs.includes("test"), `job ${p.jobId} (pulumi ${p.command}) must need the test job`);
