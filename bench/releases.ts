@@ -514,7 +514,7 @@ TIMEFORMAT='%U %S'
 { time wrk -t${WRK.threads} -c${WRK.connections} -d${seconds}s --timeout ${WRK.timeoutSeconds}s --latency ${h} ${url} >/tmp/dropstack-bench-wrk.out; } 2>/tmp/dropstack-bench-wrk.time
 read -r busy1 all1 < <(busy)
 cat /tmp/dropstack-bench-wrk.out
-echo "CPU hz=$(getconf CLK_TCK) busy=$((busy1 - busy0)) all=$((all1 - all0)) wrk=$(tr '\n' ' ' </tmp/dropstack-bench-wrk.time)"`, (seconds + 120) * 1000);
+echo "CPU hz=$(getconf CLK_TCK) busy=$((busy1 - busy0)) all=$((all1 - all0)) wrk=$(tr '\\n' ' ' </tmp/dropstack-bench-wrk.time)"`, (seconds + 120) * 1000);
   const m = /^CPU hz=(\d+) busy=(\d+) all=(\d+) wrk=([\d.]+) ([\d.]+)/m.exec(out);
   if (!m) throw new Error(`no CPU accounting in the wrk run's output:\n${out}`);
   const hz = Number(m[1]);
