@@ -12,10 +12,10 @@ import * as os from "os";
 import * as path from "path";
 import { promisify } from "util";
 import { Worker } from "worker_threads";
-import { startPebble, Pebble } from "../test/localcloud/acme";
+import { Pebble } from "../test/localcloud/acme";
 import { LocalCloud, UpResult } from "../test/localcloud/engine";
 import { ensureImage } from "../test/localcloud/image";
-import { LOCAL_FQDN, localConfig } from "../test/localcloud/localStack";
+import { LOCAL_FQDN, localConfig, startLocalPebble } from "../test/localcloud/localStack";
 import { sshExec, SshConnection } from "../test/localcloud/ssh";
 import { waitUntil } from "../test/localcloud/util";
 import { Outcome } from "../test/support/load";
@@ -727,7 +727,8 @@ async function main(): Promise<void> {
 
   setInterval(sampleOtherVms, 2000).unref();
   await ensureImage(log);
-  pebble = await startPebble({ workDir: work, log });
+  // On 443, like the e2e suite: the droplet's firewall lets it reach only 53/80/443/123 outbound.
+  pebble = await startLocalPebble(work, log);
   cloud = new LocalCloud({ stateDir: path.join(work, "state"), stack: "bench", pebble, log: (m) => log(`  ${m}`), config: localConfig(pebble, { appSource: appDir }) });
 
   // 2a. the first full up
@@ -791,7 +792,12 @@ async function main(): Promise<void> {
 
 // The Pulumi runtime also rejects a failed resource's own promise, which nobody awaits; cloud.up()
 // reports the same failure. Log it instead of letting Node end the run before the cleanup.
-process.on("unhandledRejection", (e) => log(`(unhandled rejection, reported by up as well) ${String(e).split("\n")[0]}`));
+const rejectionsSeen = new Set<string>();
+process.on("unhandledRejection", (e) => {
+  const first = String(e).split("\n")[0];
+  if (!rejectionsSeen.has(first)) log(`(unhandled rejection, reported by up as well) ${first.slice(0, 300)}`);
+  rejectionsSeen.add(first);
+});
 
 main()
   .catch((e) => {
