@@ -21,6 +21,7 @@ import { waitUntil } from "../test/localcloud/util";
 import { Outcome } from "../test/support/load";
 import { PROJECT_DIR } from "../test/support/stackConfig";
 import type { LoadJob } from "./loadWorker";
+import { plainHttpServerBlock } from "./plainHttp";
 
 const execFileP = promisify(execFile);
 
@@ -40,6 +41,7 @@ const REQUEST_TIMEOUT_MS = 15_000;
 const WRK = { threads: 2, connections: 16, seconds: Number(process.env.BENCH_WRK_SECONDS ?? 15), timeoutSeconds: 30, warmupSeconds: 3, rounds: 3 };
 const DIRECT_GUNICORN_PORT = 8001;
 const FLASK_DEV_PORT = 5001;
+const NGINX_PLAIN_PORT = 8080;
 const RESULTS = path.join(PROJECT_DIR, "bench", "results", "releases.json");
 
 const t0 = Date.now();
@@ -494,10 +496,15 @@ function parseWrk(target: string, url: string, out: string, cpu: CpuUse): WrkRes
 }
 
 const WRK_TARGETS = [
-  { target: "nginx (HTTPS, keep-alive) -> gunicorn", url: "https://127.0.0.1/", headers: [`Host: ${LOCAL_FQDN}`] },
-  { target: "gunicorn directly (TCP, same release and config)", url: `http://127.0.0.1:${DIRECT_GUNICORN_PORT}/`, headers: [`Host: ${LOCAL_FQDN}`, "X-Forwarded-Proto: https"] },
-  { target: "Flask development server", url: `http://127.0.0.1:${FLASK_DEV_PORT}/`, headers: [`Host: ${LOCAL_FQDN}`, "X-Forwarded-Proto: https"] },
-];
+  { key: "nginxHttps", target: "nginx (HTTPS, keep-alive) -> gunicorn", url: "https://127.0.0.1/", headers: [`Host: ${LOCAL_FQDN}`] },
+  { key: "nginxPlainHttp", target: "nginx without TLS (same server block) -> gunicorn", url: `http://127.0.0.1:${NGINX_PLAIN_PORT}/`, headers: [`Host: ${LOCAL_FQDN}`] },
+  { key: "gunicornDirect", target: "gunicorn directly (TCP, same release and config)", url: `http://127.0.0.1:${DIRECT_GUNICORN_PORT}/`, headers: [`Host: ${LOCAL_FQDN}`, "X-Forwarded-Proto: https"] },
+  { key: "flaskDevServer", target: "Flask development server", url: `http://127.0.0.1:${FLASK_DEV_PORT}/`, headers: [`Host: ${LOCAL_FQDN}`, "X-Forwarded-Proto: https"] },
+] as const;
+type TargetKey = (typeof WRK_TARGETS)[number]["key"];
+const targetOf = (key: TargetKey) => WRK_TARGETS.find((t) => t.key === key)!;
+const NGINX_PLAIN_CONF = "/etc/nginx/sites-enabled/zz-dropstack-bench-plain.conf";
+
 
 /**
  * wrk inside the VM, with the VM's CPU accounting around it: the busy time of all vCPUs (from
@@ -505,7 +512,7 @@ const WRK_TARGETS = [
  * with the servers, and over HTTPS it also pays for TLS on the client side; CPU per request without
  * the client is the fairer comparison of the servers themselves.
  */
-async function wrk(url: string, headers: string[], seconds: number): Promise<{ out: string; cpu: CpuUse }> {
+async function wrk(url: string, headers: readonly string[], seconds: number): Promise<{ out: string; cpu: CpuUse }> {
   const h = headers.map((x) => `-H '${x}'`).join(" ");
   const out = await asRoot(`
 busy() { awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
@@ -524,7 +531,7 @@ echo "CPU hz=$(getconf CLK_TCK) busy=$((busy1 - busy0)) all=$((all1 - all0)) wrk
 }
 
 /** Polls `url` inside the VM until it answers 200 with the current version. */
-async function waitInVm(what: string, url: string, headers: string[], logFile: string): Promise<void> {
+async function waitInVm(what: string, url: string, headers: readonly string[], logFile: string): Promise<void> {
   const h = headers.map((x) => `-H '${x}'`).join(" ");
   await asRoot(`
 for _ in $(seq 1 300); do
@@ -589,9 +596,13 @@ cd ${directory}
 setsid runuser -u ${user} -- env ${env.join(" ")} ${direct} >${gunicornLog} 2>&1 </dev/null &
 echo ${Buffer.from(flaskStarter).toString("base64")} | base64 -d >/tmp/dropstack-bench-flask.py
 setsid runuser -u ${user} -- env ${env.join(" ")} ${python} /tmp/dropstack-bench-flask.py >${flaskLog} 2>&1 </dev/null &`);
-    await waitInVm("the direct gunicorn", WRK_TARGETS[1].url, WRK_TARGETS[1].headers, gunicornLog);
-    await waitInVm("the Flask dev server", WRK_TARGETS[2].url, WRK_TARGETS[2].headers, flaskLog);
-    await waitInVm("nginx", WRK_TARGETS[0].url, WRK_TARGETS[0].headers, "/var/log/nginx/error.log");
+    log(`adding the site's server block without TLS on 127.0.0.1:${NGINX_PLAIN_PORT}`);
+    const site = await onServer("sudo cat /etc/nginx/sites-available/dropstack-app.conf");
+    await asRoot(`base64 -d >${NGINX_PLAIN_CONF} <<'EOF'\n${Buffer.from(plainHttpServerBlock(site, NGINX_PLAIN_PORT)).toString("base64")}\nEOF\nnginx -t 2>&1 || { rm -f ${NGINX_PLAIN_CONF}; exit 1; }\nsystemctl reload nginx`);
+    for (const key of ["gunicornDirect", "flaskDevServer", "nginxPlainHttp", "nginxHttps"] as const) {
+      const t = targetOf(key);
+      await waitInVm(t.target, t.url, t.headers, { gunicornDirect: gunicornLog, flaskDevServer: flaskLog }[key as string] ?? "/var/log/nginx/error.log");
+    }
     const workers = (await asRoot(`pgrep -P "$(cat ${gunicornPid})" | wc -l; pgrep -P "$(supervisorctl pid app-${slot})" | wc -l`)).trim().split("\n");
 
     if (workers[0] !== workers[1]) results.problems.push(`the direct gunicorn has ${workers[0]} workers, the live slot ${workers[1]}`);
@@ -618,27 +629,31 @@ setsid runuser -u ${user} -- env ${env.join(" ")} ${python} /tmp/dropstack-bench
     const rps = (target: string) => perRound(target, (r) => r.requestsPerSecond);
     const serverMs = (target: string) => median(target, (r) => r.serverCpuMsPerRequest);
     const clientMs = (target: string) => median(target, (r) => r.clientCpuMsPerRequest);
-    const nginxRps = median(WRK_TARGETS[0].target);
-    const gunicornRps = median(WRK_TARGETS[1].target);
-    const flaskRps = median(WRK_TARGETS[2].target);
+    const byKey = <T>(of: (target: string) => T) => Object.fromEntries(WRK_TARGETS.map((t) => [t.key, of(t.target)])) as Record<TargetKey, T>;
+    const rpsMedian = byKey((t) => median(t));
+    const serverCpu = byKey(serverMs);
     results.throughput = {
       where: "wrk inside the VM (2 vCPUs, qemu TCG), against 127.0.0.1; wrk shares the VM's CPUs with the servers",
       wrk: `wrk -t${WRK.threads} -c${WRK.connections} -d${WRK.seconds}s --timeout ${WRK.timeoutSeconds}s --latency, ${WRK.rounds} interleaved rounds after a ${WRK.warmupSeconds} s warm-up each; figures are medians`,
       gunicornWorkers: { direct: Number(workers[0]), liveSlot: Number(workers[1]) },
       versions: versions.trim().split("\n"),
-      requestsPerSecond: { nginxHttps: nginxRps, gunicornDirect: gunicornRps, flaskDevServer: flaskRps },
-      perRound: { nginxHttps: rps(WRK_TARGETS[0].target), gunicornDirect: rps(WRK_TARGETS[1].target), flaskDevServer: rps(WRK_TARGETS[2].target) },
+      requestsPerSecond: rpsMedian,
+      perRound: byKey(rps),
       otherVmsSeen: othersDuring(wrkStart, Date.now()),
-      nginxCostPercent: round((1 - nginxRps / gunicornRps) * 100),
-      serverCpuMsPerRequest: { nginxHttps: serverMs(WRK_TARGETS[0].target), gunicornDirect: serverMs(WRK_TARGETS[1].target), flaskDevServer: serverMs(WRK_TARGETS[2].target) },
-      clientCpuMsPerRequest: { nginxHttps: clientMs(WRK_TARGETS[0].target), gunicornDirect: clientMs(WRK_TARGETS[1].target), flaskDevServer: clientMs(WRK_TARGETS[2].target) },
-      /** nginx's share of the servers' CPU per request, the client's own CPU left out. */
-      nginxServerCpuCostPercent: round((1 - serverMs(WRK_TARGETS[1].target) / serverMs(WRK_TARGETS[0].target)) * 100),
+      /** 1 - nginx / gunicorn directly, in requests/s: over HTTPS (the deployed stack), and without TLS. */
+      nginxCostPercent: round((1 - rpsMedian.nginxHttps / rpsMedian.gunicornDirect) * 100),
+      nginxPlainHttpCostPercent: round((1 - rpsMedian.nginxPlainHttp / rpsMedian.gunicornDirect) * 100),
+      serverCpuMsPerRequest: serverCpu,
+      clientCpuMsPerRequest: byKey(clientMs),
+      /** nginx's share of the servers' CPU per request (HTTPS, and without TLS), the client's own CPU left out. */
+      nginxServerCpuCostPercent: round((1 - serverCpu.gunicornDirect / serverCpu.nginxHttps) * 100),
+      nginxPlainHttpServerCpuCostPercent: round((1 - serverCpu.gunicornDirect / serverCpu.nginxPlainHttp) * 100),
       runs,
     };
   } finally {
     await stopInVm("the direct gunicorn", gunicornPid).catch((e) => log(`stopping the direct gunicorn: ${e}`));
     await stopInVm("the Flask dev server", flaskPid).catch((e) => log(`stopping the Flask dev server: ${e}`));
+    await asRoot(`if [ -e ${NGINX_PLAIN_CONF} ]; then rm -f ${NGINX_PLAIN_CONF}; nginx -t 2>&1 && systemctl reload nginx; fi`).catch((e) => log(`removing the plain-HTTP server block: ${e}`));
   }
 }
 
@@ -677,16 +692,17 @@ function report(): void {
     serverCpuMsPerRequest: Record<string, number>;
     clientCpuMsPerRequest: Record<string, number>;
     nginxCostPercent?: number;
+    nginxPlainHttpCostPercent?: number;
     nginxServerCpuCostPercent?: number;
+    nginxPlainHttpServerCpuCostPercent?: number;
   };
   if (t.requestsPerSecond) {
     console.log(`\n== 3. throughput (wrk -t${WRK.threads} -c${WRK.connections} -d${WRK.seconds}s inside the VM, median of ${WRK.rounds} rounds)`);
     console.log(table([
       ["target", "req/s", "server CPU ms/req", "wrk CPU ms/req"],
-      ...(["nginxHttps", "gunicornDirect", "flaskDevServer"] as const).map((k, i) => [
-        WRK_TARGETS[i].target, String(t.requestsPerSecond![k]), String(t.serverCpuMsPerRequest[k]), String(t.clientCpuMsPerRequest[k]),
-      ]),
-      ["nginx's cost vs gunicorn directly", `${t.nginxCostPercent} %`, `${t.nginxServerCpuCostPercent} %`, ""],
+      ...WRK_TARGETS.map((x) => [x.target, String(t.requestsPerSecond![x.key]), String(t.serverCpuMsPerRequest[x.key]), String(t.clientCpuMsPerRequest[x.key])]),
+      ["nginx's cost vs gunicorn directly (HTTPS)", `${t.nginxCostPercent} %`, `${t.nginxServerCpuCostPercent} %`, ""],
+      ["nginx's cost vs gunicorn directly (no TLS)", `${t.nginxPlainHttpCostPercent} %`, `${t.nginxPlainHttpServerCpuCostPercent} %`, ""],
     ]));
   }
   if (results.problems.length) console.log(`\nProblems:\n${results.problems.map((p) => `  - ${p}`).join("\n")}`);
