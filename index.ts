@@ -33,7 +33,7 @@ const server = new Server("server", {
   hostPublicKey: hostKey.publicKeyOpenssh,
   protect: cfg.protect,
 });
-new Firewall("firewall", { firewallName: base, dropletId: server.dropletId, sshAllowedCidrs: cfg.sshAllowedCidrs });
+new Firewall("firewall", { firewallName: base, dropletId: server.dropletId, sshAllowedCidrs: cfg.sshAllowedCidrs, egress: cfg.egress });
 const dns = new Dns("dns", {
   domain: cfg.domain,
   host: cfg.host,
@@ -58,6 +58,7 @@ const host = new HostSetup("host", {
   deployPublicKey: deployKey.publicKeyOpenssh,
   adminSshKeys: cfg.adminSshKeys,
   sshAllowedCidrs: cfg.sshAllowedCidrs,
+  egress: cfg.egress,
   aptPackages: cfg.aptPackages,
 });
 const certificate = cfg.tls

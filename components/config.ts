@@ -93,6 +93,33 @@ export const schema = z.object({
     z.string().refine(isCidr, 'expected CIDR networks, e.g. "203.0.113.0/24"; use "0.0.0.0/0" and "::/0" to allow every address explicitly'),
     { required_error: 'required: the networks that may reach SSH, e.g. ["203.0.113.0/24"] (or ["0.0.0.0/0", "::/0"] to allow all, explicitly)', invalid_type_error: 'expected a list of CIDR networks, e.g. ["203.0.113.0/24"]' },
   ).min(1, 'expected at least one network, e.g. ["203.0.113.0/24"] (or ["0.0.0.0/0", "::/0"] to allow all, explicitly)'),
+  /**
+   * Outbound traffic the server may send beyond DNS, HTTP/HTTPS and NTP, in both the cloud and the
+   * host firewall: e.g. a managed database. Each rule: `protocol` (tcp, the default, or udp),
+   * `ports` (a port or a "from-to" range) and `to` (destination networks, required: there is no
+   * allow-all default). Default: none.
+   * @example [{"ports": 25060, "to": ["10.114.0.0/20"]}]
+   */
+  egress: z.array(z.object({
+    protocol: z.enum(["tcp", "udp"], { errorMap: () => ({ message: 'expected "tcp" or "udp"' }) }).default("tcp"),
+    ports: z.union([z.number(), z.string()], {
+      errorMap: (_issue, ctx) => ({ message: `${ctx.data === undefined ? "required: " : "expected "}a port or a range, e.g. 5432 or "8000-8010"` }),
+    })
+      .transform((p, ctx) => {
+        const m = /^(\d{1,5})(?:-(\d{1,5}))?$/.exec(String(p));
+        const [from, to] = m ? [Number(m[1]), Number(m[2] ?? m[1])] : [NaN, NaN];
+        if (!(from >= 1 && to <= 65535 && from <= to)) {
+          ctx.addIssue({ code: z.ZodIssueCode.custom, message: `expected a port from 1 to 65535 or a range "from-to", e.g. 5432 or "8000-8010"; got ${JSON.stringify(p)}` });
+          return z.NEVER;
+        }
+        return from === to ? String(from) : `${from}-${to}`;
+      }),
+    to: z.array(
+      z.string().refine(isCidr, 'expected CIDR networks, e.g. "10.114.0.0/20"; use "0.0.0.0/0" and "::/0" to allow every address explicitly'),
+      { required_error: 'required: the networks the server may reach on these ports, e.g. ["10.114.0.0/20"]', invalid_type_error: 'expected a list of CIDR networks, e.g. ["10.114.0.0/20"]' },
+    ).min(1, 'expected at least one network, e.g. ["10.114.0.0/20"]'),
+  }, { invalid_type_error: 'expected a rule {"ports": 5432, "to": ["10.114.0.0/20"]}' }).strict(),
+  { invalid_type_error: 'expected a list of rules, e.g. [{"ports": 5432, "to": ["10.114.0.0/20"]}]' }).default([]),
   /** Public keys of the humans who may log in as the deploy user. */
   adminSshKeys: z.array(
     z.string().refine(isOpenSshPublicKey, 'expected OpenSSH public key lines (the content of a .pub file), e.g. "ssh-ed25519 AAAAC3Nza... alice@laptop"; never a private key'),
@@ -153,8 +180,8 @@ export const schema = z.object({
 
 export type Settings = z.infer<typeof schema>;
 
-/** Settings that hold objects: Pulumi.yaml's typed config cannot declare them (no object type). */
-export const OBJECT_KEYS = ["env", "secretEnv"] as const;
+/** Settings that hold objects (or lists of them): Pulumi.yaml's typed config cannot declare them (no object type). */
+export const OBJECT_KEYS = ["env", "secretEnv", "egress"] as const;
 /** Settings always handled as secrets. */
 export const SECRET_KEYS = ["secretEnv"] as const;
 
@@ -175,7 +202,7 @@ export class ConfigError extends Error {
   }
 }
 
-const NON_STRING = new Set(["ipv6", "monitoring", "backups", "protect", "tags", "sshAllowedCidrs", "adminSshKeys",
+const NON_STRING = new Set(["ipv6", "monitoring", "backups", "protect", "tags", "sshAllowedCidrs", "egress", "adminSshKeys",
   "tls", "hsts", "workers", "aptPackages", "env", "secretEnv", "keepReleases", "healthStatus", "healthTimeout", "healthAttempts"]);
 
 /**
@@ -239,6 +266,9 @@ function crossChecks(s: Settings, projectDir: string): string[] {
 function formatIssue(issue: z.ZodIssue): string {
   const [top, ...rest] = issue.path;
   const where = `${NAMESPACE}:${String(top ?? "")}${rest.map((p) => (typeof p === "number" ? `[${p}]` : `.${p}`)).join("")}`;
+  if (issue.code === "unrecognized_keys" && issue.path.length) {
+    return `${where}: unknown field${issue.keys.length > 1 ? "s" : ""} ${issue.keys.join(", ")}`;
+  }
   if (issue.code === "unrecognized_keys") {
     return `${issue.keys.map((k) => `${NAMESPACE}:${k}`).join(", ")}: not a dropstack setting`;
   }

@@ -3,6 +3,13 @@ import * as pulumi from "@pulumi/pulumi";
 
 const EVERYWHERE = ["0.0.0.0/0", "::/0"];
 
+/** Extra outbound traffic (the `egress` setting, validated): protocol, a port or "from-to" range, networks. */
+export interface EgressRule {
+  protocol: "tcp" | "udp";
+  ports: string;
+  to: string[];
+}
+
 export interface FirewallArgs {
   /** Firewall name. @example "shop-prod" */
   firewallName: string;
@@ -10,6 +17,8 @@ export interface FirewallArgs {
   dropletId: pulumi.Input<string>;
   /** Networks that may reach SSH. No default: allow-all must be written out. @example ["203.0.113.0/24"] */
   sshAllowedCidrs: string[];
+  /** Extra outbound rules beyond DNS, HTTP/HTTPS and NTP. Default: none. @example [{ protocol: "tcp", ports: "25060", to: ["10.114.0.0/20"] }] */
+  egress?: EgressRule[];
 }
 
 /** Inbound rules: SSH from the configured networks, HTTP and HTTPS from anywhere, ICMP. */
@@ -22,8 +31,8 @@ export function inboundRules(sshAllowedCidrs: string[]): digitalocean.types.inpu
   ];
 }
 
-/** Outbound rules: only what the server needs (DNS, HTTP/HTTPS for apt and ACME, NTP, ICMP). */
-export function outboundRules(): digitalocean.types.input.FirewallOutboundRule[] {
+/** Outbound rules: only what the server needs (DNS, HTTP/HTTPS for apt and ACME, NTP, ICMP), then the configured extras. */
+export function outboundRules(egress: EgressRule[] = []): digitalocean.types.input.FirewallOutboundRule[] {
   return [
     { protocol: "udp", portRange: "53", destinationAddresses: EVERYWHERE },
     { protocol: "tcp", portRange: "53", destinationAddresses: EVERYWHERE },
@@ -31,6 +40,7 @@ export function outboundRules(): digitalocean.types.input.FirewallOutboundRule[]
     { protocol: "tcp", portRange: "443", destinationAddresses: EVERYWHERE },
     { protocol: "udp", portRange: "123", destinationAddresses: EVERYWHERE },
     { protocol: "icmp", destinationAddresses: EVERYWHERE },
+    ...egress.map((r) => ({ protocol: r.protocol, portRange: r.ports, destinationAddresses: r.to })),
   ];
 }
 
@@ -45,7 +55,7 @@ export class Firewall extends pulumi.ComponentResource {
       name: args.firewallName,
       dropletIds: [pulumi.output(args.dropletId).apply((id) => Number(id))],
       inboundRules: inboundRules(args.sshAllowedCidrs),
-      outboundRules: outboundRules(),
+      outboundRules: outboundRules(args.egress ?? []),
     }, { parent: this });
     this.firewallId = fw.id;
     this.registerOutputs({ firewallId: this.firewallId });

@@ -1,5 +1,6 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
+import type { EgressRule } from "./firewall";
 import { renderAutoUpgrades, renderNftables, renderNginxDefault, renderSshdConfig, renderSwitchScript } from "./render";
 import { OnServerArgs, remoteStep } from "./steps";
 
@@ -14,6 +15,8 @@ export interface HostSetupArgs extends OnServerArgs {
   adminSshKeys: string[];
   /** Networks that may reach SSH (host firewall; the cloud firewall has the same). */
   sshAllowedCidrs: string[];
+  /** Extra outbound rules for the host firewall (the cloud firewall has the same). @default [] */
+  egress?: EgressRule[];
   /** Extra Debian packages. @default [] */
   aptPackages: string[];
   /** How long to wait for cloud-init on a new droplet, in seconds. @default 900 */
@@ -63,7 +66,7 @@ export class HostSetup extends pulumi.ComponentResource {
         SWITCH_SCRIPT: renderSwitchScript(),
         SSHD_CONFIG: renderSshdConfig({ deployUser: args.deployUser }),
         AUTO_UPGRADES: renderAutoUpgrades(),
-        NFTABLES: renderNftables({ sshAllowedCidrs: args.sshAllowedCidrs }),
+        NFTABLES: renderNftables({ sshAllowedCidrs: args.sshAllowedCidrs, egress: args.egress ?? [] }),
       },
       triggers: [args.dropletId],
     }, { parent: this, dependsOn: [after] });

@@ -1,5 +1,6 @@
 // Rendering of the files dropstack installs on the server, from the templates in remote/templates.
 // Pure functions of validated settings: unit-tested as text and checked by nginx -t and supervisor.
+import type { EgressRule } from "./firewall";
 import { readRemoteFile, renderTemplate } from "./shell";
 
 /** Placeholders filled with text the program rendered itself (not user input). */
@@ -93,26 +94,38 @@ export function renderSshdConfig(s: { deployUser: string }): string {
 }
 
 /**
- * The host firewall (nftables), the same policy as the cloud firewall. The SSH networks were
- * validated as CIDRs; they are rendered as nftables set elements.
+ * The host firewall (nftables), the same policy as the cloud firewall. The SSH networks and the
+ * egress rules were validated (CIDRs, port ranges); they are checked again here because they are
+ * rendered into nftables text.
  */
-export function renderNftables(s: { sshAllowedCidrs: string[] }): string {
-  const v4 = s.sshAllowedCidrs.filter((c) => c.includes("."));
-  const v6 = s.sshAllowedCidrs.filter((c) => c.includes(":"));
-  for (const c of s.sshAllowedCidrs) {
+export function renderNftables(s: { sshAllowedCidrs: string[]; egress?: EgressRule[] }): string {
+  const cidrs = [...s.sshAllowedCidrs, ...(s.egress ?? []).flatMap((r) => r.to)];
+  for (const c of cidrs) {
     if (!/^[0-9a-fA-F:.]+\/\d{1,3}$/.test(c)) throw new Error(`not a CIDR: ${JSON.stringify(c)}`);
   }
+  const v4 = (list: string[]) => list.filter((c) => c.includes("."));
+  const v6 = (list: string[]) => list.filter((c) => c.includes(":"));
   const sets: string[] = [];
   const rules: string[] = [];
-  if (v4.length) {
-    sets.push(`    set ssh_v4 {\n        type ipv4_addr; flags interval;\n        elements = { ${v4.join(", ")} }\n    }`);
+  if (v4(s.sshAllowedCidrs).length) {
+    sets.push(`    set ssh_v4 {\n        type ipv4_addr; flags interval;\n        elements = { ${v4(s.sshAllowedCidrs).join(", ")} }\n    }`);
     rules.push("        ip saddr @ssh_v4 tcp dport 22 accept");
   }
-  if (v6.length) {
-    sets.push(`    set ssh_v6 {\n        type ipv6_addr; flags interval;\n        elements = { ${v6.join(", ")} }\n    }`);
+  if (v6(s.sshAllowedCidrs).length) {
+    sets.push(`    set ssh_v6 {\n        type ipv6_addr; flags interval;\n        elements = { ${v6(s.sshAllowedCidrs).join(", ")} }\n    }`);
     rules.push("        ip6 saddr @ssh_v6 tcp dport 22 accept");
   }
-  return renderTemplate(readRemoteFile("templates/nftables.conf"), { ssh_sets: sets.join("\n"), ssh_rules: rules.join("\n") });
+  const egress: string[] = [];
+  for (const r of s.egress ?? []) {
+    if (!/^(tcp|udp)$/.test(r.protocol) || !/^\d{1,5}(-\d{1,5})?$/.test(r.ports)) throw new Error(`not an egress rule: ${JSON.stringify(r)}`);
+    if (v4(r.to).length) egress.push(`        ip daddr { ${v4(r.to).join(", ")} } ${r.protocol} dport ${r.ports} accept`);
+    if (v6(r.to).length) egress.push(`        ip6 daddr { ${v6(r.to).join(", ")} } ${r.protocol} dport ${r.ports} accept`);
+  }
+  return renderTemplate(readRemoteFile("templates/nftables.conf"), {
+    ssh_sets: sets.join("\n"),
+    ssh_rules: rules.join("\n"),
+    egress_rules: egress.length ? egress.join("\n") : "        # no egress rules configured (dropstack:egress)",
+  });
 }
 
 /** apt's periodic settings that turn on unattended security upgrades. */

@@ -43,6 +43,9 @@ describe("end to end on the local cloud", function () {
   let ip: string;
   let conn: SshConnection;
   let rootCa: string;
+  /** A server of the test's own on the host's loopback (the guest reaches it as 10.0.2.2), on a port the stack's egress setting opens. */
+  let egressServer: net.Server;
+  let egressPort: number;
 
   /** The end-to-end stack: the local config plus a secret and the test-only debug route. */
   function e2eConfig(overrides: Record<string, unknown> = {}): Record<string, string> {
@@ -51,6 +54,7 @@ describe("end to end on the local cloud", function () {
       env: { APP_TITLE: "dropstack on the local cloud", DROPSTACK_DEBUG_ROUTES: "1" },
       hsts: true,
       secretEnv: { SECRET_PROBE: SECRET },
+      egress: [{ ports: egressPort, to: ["10.0.2.2/32"] }],
       ...overrides,
     });
   }
@@ -99,6 +103,9 @@ describe("end to end on the local cloud", function () {
     work = fs.mkdtempSync(path.join(os.tmpdir(), "dropstack-e2e-"));
     appDir = path.join(work, "app");
     fs.cpSync(path.join(PROJECT_DIR, "app"), appDir, { recursive: true });
+    egressServer = net.createServer((sock) => sock.end("HTTP/1.0 200 OK\r\n\r\negress open\n"));
+    await new Promise<void>((resolve) => egressServer.listen(0, "127.0.0.1", resolve));
+    egressPort = (egressServer.address() as net.AddressInfo).port;
 
     let t = Date.now();
     await ensureImage(log);
@@ -137,6 +144,7 @@ describe("end to end on the local cloud", function () {
 
   after(async function () {
     this.timeout(5 * 60_000);
+    egressServer?.close();
     if (cloud) await cloud.down().catch((e) => console.error(`down failed: ${e}`));
     if (pebble) await pebble.stop();
     console.log("\n      Phase timings (wall time on this machine):");
@@ -287,7 +295,7 @@ describe("end to end on the local cloud", function () {
     assert.match(await onServer("cat /etc/apt/apt.conf.d/20auto-upgrades"), /Unattended-Upgrade "1"/);
   });
 
-  it("runs a host firewall: default drop both ways, HTTPS out allowed, other ports out refused", async () => {
+  it("runs a host firewall: default drop both ways, HTTPS and the configured egress out allowed, other ports out refused", async () => {
     const rules = await onServer("sudo nft list table inet dropstack");
     assert.match(rules, /hook input priority filter; policy drop;/);
     assert.match(rules, /hook output priority filter; policy drop;/);
@@ -301,6 +309,9 @@ describe("end to end on the local cloud", function () {
       assert.notStrictEqual(blocked.code, 0, `outbound port ${port} must be dropped: ${blocked.stdout}`);
       const acme = await sshExec(conn, `curl -sS -m 20 -o /dev/null -w '%{http_code}' --cacert /etc/dropstack/acme-ca.pem https://10.0.2.2/dir`, { timeoutMs: 60_000 });
       assert.strictEqual(acme.stdout.trim(), "200", `HTTPS out (the ACME server) must pass: ${acme.stderr}`);
+      const egress = await sshExec(conn, `curl -sS -m 20 http://10.0.2.2:${egressPort}/`, { timeoutMs: 60_000 });
+      assert.strictEqual(egress.stdout.trim(), "egress open", `the port opened by dropstack:egress must pass: ${egress.stderr}`);
+      assert.match(await onServer("sudo nft list table inet dropstack"), new RegExp(`ip daddr 10\\.0\\.2\\.2 tcp dport ${egressPort} accept`));
     } finally {
       server.close();
     }

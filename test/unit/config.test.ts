@@ -24,6 +24,17 @@ const BAD: [string, Record<string, unknown>, string, RegExp][] = [
   ["IPv6 CIDR malformed", { sshAllowedCidrs: ["2001:db8:::/32"] }, "sshAllowedCidrs", /CIDR/],
   ["no SSH networks", { sshAllowedCidrs: [] }, "sshAllowedCidrs", /at least one/],
   ["SSH networks missing", { sshAllowedCidrs: undefined }, "sshAllowedCidrs", /required/],
+  ["egress not a list", { egress: { ports: 5432 } }, "egress", /list of rules/],
+  ["egress without networks", { egress: [{ ports: 5432 }] }, "egress[0].to", /required/],
+  ["egress with no networks", { egress: [{ ports: 5432, to: [] }] }, "egress[0].to", /at least one network/],
+  ["egress network not a CIDR", { egress: [{ ports: 5432, to: ["db.internal"] }] }, "egress[0].to[0]", /CIDR/],
+  ["egress port 0", { egress: [{ ports: 0, to: ["10.0.0.0/8"] }] }, "egress[0].ports", /1 to 65535/],
+  ["egress port too high", { egress: [{ ports: 70000, to: ["10.0.0.0/8"] }] }, "egress[0].ports", /1 to 65535/],
+  ["egress range backwards", { egress: [{ ports: "9000-8000", to: ["10.0.0.0/8"] }] }, "egress[0].ports", /range/],
+  ["egress port list", { egress: [{ ports: "5432,6379", to: ["10.0.0.0/8"] }] }, "egress[0].ports", /e\.g\. 5432/],
+  ["egress protocol icmp", { egress: [{ protocol: "icmp", ports: 1, to: ["10.0.0.0/8"] }] }, "egress[0].protocol", /"tcp" or "udp"/],
+  ["egress field typo", { egress: [{ port: 5432, ports: 5432, to: ["10.0.0.0/8"] }] }, "egress[0]", /unknown field port\b/],
+  ["egress without ports", { egress: [{ to: ["10.0.0.0/8"] }] }, "egress[0].ports", /required/],
   ["empty public key", { adminSshKeys: [""] }, "adminSshKeys", /public key/],
   ["private key given as admin key", { adminSshKeys: ["-----BEGIN OPENSSH PRIVATE KEY-----"] }, "adminSshKeys", /never a private key/],
   ["public key with wrong type inside", { adminSshKeys: ["ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIGq0ZmVgtq7V5H7lJ0sN7H1n2mE6w3xZ1YlB2m8jF0aQ"] }, "adminSshKeys", /public key/],
@@ -86,6 +97,20 @@ describe("config validation", () => {
     assert.strictEqual(c.fqdn, "api.eu.example.com");
     assert.strictEqual(c.workers, 1);
     assert.strictEqual(c.hasStatic, true);
+  });
+
+  it("reads egress rules: tcp by default, a port as number or text, a range, both address families", () => {
+    assert.deepStrictEqual(load("staging").egress, []);
+    const c = load("staging", { egress: [
+      { ports: 25060, to: ["10.114.0.0/20"] },
+      { protocol: "udp", ports: "5000-5010", to: ["192.0.2.0/24", "2001:db8::/32"] },
+      { ports: "6379", to: ["0.0.0.0/0"] },
+    ] });
+    assert.deepStrictEqual(c.egress, [
+      { protocol: "tcp", ports: "25060", to: ["10.114.0.0/20"] },
+      { protocol: "udp", ports: "5000-5010", to: ["192.0.2.0/24", "2001:db8::/32"] },
+      { protocol: "tcp", ports: "6379", to: ["0.0.0.0/0"] },
+    ]);
   });
 
   it("rejects bad config before any resource is registered", async () => {

@@ -37,6 +37,24 @@ for (const stack of ["staging", "prod"]) {
       ]);
     });
 
+    it("opens the configured egress in the cloud firewall and the host firewall, and nothing else changes", async () => {
+      const egress = [{ ports: 25060, to: ["10.114.0.0/20"] }, { protocol: "udp", ports: "5000-5010", to: ["2001:db8::/32"] }];
+      const base = await runFake({ stack });
+      const r = await runFake({ stack, overrides: { egress } });
+      const [fw] = byType(r, "digitalocean:index/firewall:Firewall");
+      const [fwBase] = byType(base, "digitalocean:index/firewall:Firewall");
+      assert.deepStrictEqual(fw.inputs.outboundRules, [
+        ...(fwBase.inputs.outboundRules as unknown[]),
+        { protocol: "tcp", portRange: "25060", destinationAddresses: ["10.114.0.0/20"] },
+        { protocol: "udp", portRange: "5000-5010", destinationAddresses: ["2001:db8::/32"] },
+      ]);
+      const nft = stdinOf(byName(r, "host-base")).NFTABLES;
+      assert.match(nft, /ip daddr \{ 10\.114\.0\.0\/20 \} tcp dport 25060 accept/);
+      assert.match(nft, /ip6 daddr \{ 2001:db8::\/32 \} udp dport 5000-5010 accept/);
+      // Firewalls change in place: the droplet (user data, keys) is the same.
+      assert.deepStrictEqual(byName(r, "server-droplet").inputs, byName(base, "server-droplet").inputs);
+    });
+
     it("points the A and AAAA records at the droplet's addresses", async () => {
       const r = await runFake({ stack });
       const records = byType(r, "digitalocean:index/dnsRecord:DnsRecord");

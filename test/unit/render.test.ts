@@ -91,7 +91,10 @@ describe("nginx configuration", () => {
 
 describe("host firewall", () => {
   it("passes nft -c, drops by default both ways and opens only what the server needs", () => {
-    const text = renderNftables({ sshAllowedCidrs: ["203.0.113.0/24", "10.0.2.2/32", "2001:db8::/32"] });
+    const text = renderNftables({
+      sshAllowedCidrs: ["203.0.113.0/24", "10.0.2.2/32", "2001:db8::/32"],
+      egress: [{ protocol: "tcp", ports: "25060", to: ["10.114.0.0/20", "2001:db8::/32"] }, { protocol: "udp", ports: "5000-5010", to: ["192.0.2.0/24"] }],
+    });
     const dir = tmp();
     fs.writeFileSync(path.join(dir, "nftables.conf"), text);
     // nft needs CAP_NET_ADMIN even to check: root here, sudo on a CI runner.
@@ -108,6 +111,14 @@ describe("host firewall", () => {
     const sshRules = text.split("\n").filter((l) => /dport 22\b/.test(l));
     assert.ok(sshRules.length === 2 && sshRules.every((l) => /saddr @ssh_v[46]/.test(l)), `SSH only from the sets: ${sshRules}`);
     assert.match(text, /ip daddr 169\.254\.169\.254 meta skuid != 0 drop/);
+    assert.match(text.slice(text.indexOf("chain output")), /ip daddr \{ 10\.114\.0\.0\/20 \} tcp dport 25060 accept/);
+    assert.match(text, /ip6 daddr \{ 2001:db8::\/32 \} tcp dport 25060 accept/);
+    assert.match(text, /ip daddr \{ 192\.0\.2\.0\/24 \} udp dport 5000-5010 accept/);
+  });
+
+  it("refuses egress text that is not a validated rule", () => {
+    assert.throws(() => renderNftables({ sshAllowedCidrs: ["203.0.113.0/24"], egress: [{ protocol: "tcp", ports: "1; flush ruleset", to: ["10.0.0.0/8"] }] }), /not an egress rule/);
+    assert.throws(() => renderNftables({ sshAllowedCidrs: ["203.0.113.0/24"], egress: [{ protocol: "tcp", ports: "1", to: ["10.0.0.0/8 }"] }] }), /not a CIDR/);
   });
 
   it("has no IPv6 SSH set when no IPv6 network is allowed", () => {
