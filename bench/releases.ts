@@ -344,7 +344,7 @@ async function coveredWindow(strategy: string, rate: number, windowS: number, ac
       return r;
     }
     results.discardedWindows.push(r);
-    windowS = Math.ceil(Math.max(windowS * 2, LEAD_S + r.actionSeconds * 1.5 + 15));
+    windowS = Math.ceil(Math.max(windowS + 10, LEAD_S + r.actionSeconds * 1.3 + MIN_TAIL_S + 10));
     log(`  not covered (tail ${r.tailSeconds} s): again with ${windowS} s`);
   }
 }
