@@ -57,6 +57,13 @@ const str = (re: RegExp, what: string, example: string) =>
   z.string({ invalid_type_error: `expected a string: ${what}, e.g. ${example}` })
     .regex(re, `expected ${what}, e.g. ${example}`);
 
+/** A required, non-empty list of CIDR networks; `what` names them in the "required" message. */
+const cidrList = (example: string, what: string, allowAllHint = "") =>
+  z.array(
+    z.string().refine(isCidr, `expected CIDR networks, e.g. "${example}"; use "0.0.0.0/0" and "::/0" to allow every address explicitly`),
+    { required_error: `required: ${what}, e.g. ["${example}"]${allowAllHint}`, invalid_type_error: `expected a list of CIDR networks, e.g. ["${example}"]` },
+  ).min(1, `expected at least one network, e.g. ["${example}"]${allowAllHint}`);
+
 const envMap = (example: string) =>
   z.record(
     z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, `expected environment variable names (letters, digits, _; not starting with a digit), e.g. ${example}`),
@@ -89,10 +96,7 @@ export const schema = z.object({
   tags: z.array(str(/^[A-Za-z0-9:_.-]{1,255}$/, "tags of letters, digits, ':', '-', '_' or '.'", '["team-web"]'),
     { invalid_type_error: 'expected a list of tags, e.g. ["team-web"]' }).default([]),
   /** Networks allowed to reach SSH (port 22). Required: there is no allow-all default. */
-  sshAllowedCidrs: z.array(
-    z.string().refine(isCidr, 'expected CIDR networks, e.g. "203.0.113.0/24"; use "0.0.0.0/0" and "::/0" to allow every address explicitly'),
-    { required_error: 'required: the networks that may reach SSH, e.g. ["203.0.113.0/24"] (or ["0.0.0.0/0", "::/0"] to allow all, explicitly)', invalid_type_error: 'expected a list of CIDR networks, e.g. ["203.0.113.0/24"]' },
-  ).min(1, 'expected at least one network, e.g. ["203.0.113.0/24"] (or ["0.0.0.0/0", "::/0"] to allow all, explicitly)'),
+  sshAllowedCidrs: cidrList("203.0.113.0/24", "the networks that may reach SSH", ' (or ["0.0.0.0/0", "::/0"] to allow all, explicitly)'),
   /**
    * Outbound traffic the server may send beyond DNS, HTTP/HTTPS and NTP, in both the cloud and the
    * host firewall: e.g. a managed database. Each rule: `protocol` (tcp, the default, or udp),
@@ -114,10 +118,7 @@ export const schema = z.object({
         }
         return from === to ? String(from) : `${from}-${to}`;
       }),
-    to: z.array(
-      z.string().refine(isCidr, 'expected CIDR networks, e.g. "10.114.0.0/20"; use "0.0.0.0/0" and "::/0" to allow every address explicitly'),
-      { required_error: 'required: the networks the server may reach on these ports, e.g. ["10.114.0.0/20"]', invalid_type_error: 'expected a list of CIDR networks, e.g. ["10.114.0.0/20"]' },
-    ).min(1, 'expected at least one network, e.g. ["10.114.0.0/20"]'),
+    to: cidrList("10.114.0.0/20", "the networks the server may reach on these ports"),
   }, { invalid_type_error: 'expected a rule {"ports": 5432, "to": ["10.114.0.0/20"]}' }).strict(),
   { invalid_type_error: 'expected a list of rules, e.g. [{"ports": 5432, "to": ["10.114.0.0/20"]}]' }).default([]),
   /** Public keys of the humans who may log in as the deploy user. */

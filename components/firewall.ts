@@ -55,7 +55,7 @@ export class Firewall extends pulumi.ComponentResource {
       name: args.firewallName,
       dropletIds: [pulumi.output(args.dropletId).apply((id) => Number(id))],
       inboundRules: inboundRules(args.sshAllowedCidrs),
-      outboundRules: outboundRules(args.egress ?? []),
+      outboundRules: outboundRules(args.egress),
     }, { parent: this });
     this.firewallId = fw.id;
     this.registerOutputs({ firewallId: this.firewallId });

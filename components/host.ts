@@ -66,7 +66,7 @@ export class HostSetup extends pulumi.ComponentResource {
         SWITCH_SCRIPT: renderSwitchScript(),
         SSHD_CONFIG: renderSshdConfig({ deployUser: args.deployUser }),
         AUTO_UPGRADES: renderAutoUpgrades(),
-        NFTABLES: renderNftables({ sshAllowedCidrs: args.sshAllowedCidrs, egress: args.egress ?? [] }),
+        NFTABLES: renderNftables({ sshAllowedCidrs: args.sshAllowedCidrs, egress: args.egress }),
       },
       triggers: [args.dropletId],
     }, { parent: this, dependsOn: [after] });

@@ -103,23 +103,21 @@ export function renderNftables(s: { sshAllowedCidrs: string[]; egress?: EgressRu
   for (const c of cidrs) {
     if (!/^[0-9a-fA-F:.]+\/\d{1,3}$/.test(c)) throw new Error(`not a CIDR: ${JSON.stringify(c)}`);
   }
-  const v4 = (list: string[]) => list.filter((c) => c.includes("."));
-  const v6 = (list: string[]) => list.filter((c) => c.includes(":"));
+  // nftables matches each address family on its own: "ip" for IPv4 networks, "ip6" for IPv6.
+  const families = (list: string[]) => [
+    { match: "ip", type: "ipv4_addr", set: "ssh_v4", cidrs: list.filter((c) => c.includes(".")) },
+    { match: "ip6", type: "ipv6_addr", set: "ssh_v6", cidrs: list.filter((c) => c.includes(":")) },
+  ].filter((f) => f.cidrs.length);
   const sets: string[] = [];
   const rules: string[] = [];
-  if (v4(s.sshAllowedCidrs).length) {
-    sets.push(`    set ssh_v4 {\n        type ipv4_addr; flags interval;\n        elements = { ${v4(s.sshAllowedCidrs).join(", ")} }\n    }`);
-    rules.push("        ip saddr @ssh_v4 tcp dport 22 accept");
-  }
-  if (v6(s.sshAllowedCidrs).length) {
-    sets.push(`    set ssh_v6 {\n        type ipv6_addr; flags interval;\n        elements = { ${v6(s.sshAllowedCidrs).join(", ")} }\n    }`);
-    rules.push("        ip6 saddr @ssh_v6 tcp dport 22 accept");
+  for (const f of families(s.sshAllowedCidrs)) {
+    sets.push(`    set ${f.set} {\n        type ${f.type}; flags interval;\n        elements = { ${f.cidrs.join(", ")} }\n    }`);
+    rules.push(`        ${f.match} saddr @${f.set} tcp dport 22 accept`);
   }
   const egress: string[] = [];
   for (const r of s.egress ?? []) {
     if (!/^(tcp|udp)$/.test(r.protocol) || !/^\d{1,5}(-\d{1,5})?$/.test(r.ports)) throw new Error(`not an egress rule: ${JSON.stringify(r)}`);
-    if (v4(r.to).length) egress.push(`        ip daddr { ${v4(r.to).join(", ")} } ${r.protocol} dport ${r.ports} accept`);
-    if (v6(r.to).length) egress.push(`        ip6 daddr { ${v6(r.to).join(", ")} } ${r.protocol} dport ${r.ports} accept`);
+    for (const f of families(r.to)) egress.push(`        ${f.match} daddr { ${f.cidrs.join(", ")} } ${r.protocol} dport ${r.ports} accept`);
   }
   return renderTemplate(readRemoteFile("templates/nftables.conf"), {
     ssh_sets: sets.join("\n"),
