@@ -2,7 +2,7 @@
 // keep their schedule while the main thread is busy running the Pulumi program (a release).
 // Started by releases.ts with workerData; posts {type: "started", at} then {type: "done", outcomes}.
 import { parentPort, workerData } from "worker_threads";
-import { openLoop } from "../test/support/load";
+import { appVersion, openLoop } from "../test/support/load";
 
 export interface LoadJob {
   host: string;
@@ -21,7 +21,7 @@ if (!port) throw new Error("loadWorker.ts runs only as a worker thread");
 
 port.postMessage({ type: "started", at: Date.now() });
 openLoop(
-  { host: job.host, address: job.address, ca: job.ca, path: job.path, marker: (body) => /version: (\S+)</.exec(body)?.[1] ?? "?" },
+  { host: job.host, address: job.address, ca: job.ca, path: job.path, marker: appVersion },
   job.rate, job.seconds, { keepAlive: job.keepAlive, timeoutMs: job.timeoutMs },
 ).then(
   (outcomes) => port.postMessage({ type: "done", outcomes }),

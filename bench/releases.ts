@@ -16,9 +16,9 @@ import { Pebble } from "../test/localcloud/acme";
 import { LocalCloud, UpResult } from "../test/localcloud/engine";
 import { ensureImage } from "../test/localcloud/image";
 import { LOCAL_FQDN, localConfig, startLocalPebble } from "../test/localcloud/localStack";
-import { sshExec, SshConnection } from "../test/localcloud/ssh";
+import { sshOutput, SshConnection } from "../test/localcloud/ssh";
 import { waitUntil } from "../test/localcloud/util";
-import { Outcome } from "../test/support/load";
+import { failures, markerRuns, Outcome } from "../test/support/load";
 import { PROJECT_DIR } from "../test/support/stackConfig";
 import type { LoadJob } from "./loadWorker";
 import { plainHttpServerBlock } from "./plainHttp";
@@ -134,11 +134,7 @@ let ip = "";
 let rootCa = "";
 let version = 1;
 
-async function onServer(command: string, stdin?: string, timeoutMs = 10 * 60_000): Promise<string> {
-  const r = await sshExec(conn, command, { stdin, timeoutMs });
-  if (r.code !== 0) throw new Error(`on the server: ${command.slice(0, 200)}\nexit ${r.code}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`);
-  return r.stdout;
-}
+const onServer = (command: string, stdin?: string, timeoutMs = 10 * 60_000): Promise<string> => sshOutput(conn, command, { stdin, timeoutMs });
 
 /** Runs a bash script as root in the VM (script on stdin: no quoting through ssh and sudo). */
 const asRoot = (script: string, timeoutMs?: number) => onServer("sudo bash -s", `set -euo pipefail\n${script}\n`, timeoutMs);
@@ -303,12 +299,11 @@ async function measureWindow(strategy: string, rate: number, windowS: number, ac
   const outcomes = await load.done;
   const nginxStatuses = await nginxStatusesSince(offset);
   const lastSend = start + ((outcomes.length - 1) * 1000) / rate;
-  const failed = outcomes.filter((o) => o.status !== 200);
+  const failed = failures(outcomes);
   const kinds: Record<string, number> = {};
   for (const o of failed) kinds[failureKind(o)] = (kinds[failureKind(o)] ?? 0) + 1;
   const latencies = outcomes.filter((o) => o.status === 200).map((o) => o.ms).sort((a, b) => a - b);
-  const versions: string[] = [];
-  for (const o of outcomes) if (o.status === 200 && versions[versions.length - 1] !== o.marker) versions.push(o.marker);
+  const versions = markerRuns(outcomes);
   const tailS = (lastSend - actionEnd) / 1000;
   const lateFailures = failed.filter((o) => o.at > lastSend - MIN_TAIL_S * 1000);
   const r: WindowResult = {

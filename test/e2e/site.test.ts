@@ -14,8 +14,8 @@ import { Pebble } from "../localcloud/acme";
 import { LocalCloud, UpResult } from "../localcloud/engine";
 import { ensureImage } from "../localcloud/image";
 import { LOCAL_FQDN, localConfig, startLocalPebble } from "../localcloud/localStack";
-import { sshExec, SshConnection } from "../localcloud/ssh";
-import { closedLoop, failures, LoadTarget, markerRuns, Outcome } from "../support/load";
+import { sshExec, sshOutput, SshConnection } from "../localcloud/ssh";
+import { appVersion, closedLoop, failures, LoadTarget, markerRuns, Outcome } from "../support/load";
 import { waitUntil } from "../localcloud/util";
 import { PROJECT_DIR } from "../support/stackConfig";
 
@@ -70,11 +70,7 @@ describe("end to end on the local cloud", function () {
     return { code: Number(/^HTTP\/\S+ (\d+)/.exec(headers)?.[1] ?? 0), headers, body: stdout.slice(split + 4) };
   }
 
-  async function onServer(command: string, stdin?: string): Promise<string> {
-    const r = await sshExec(conn, command, { stdin, timeoutMs: 10 * 60_000 });
-    if (r.code !== 0) throw new Error(`on the server: ${command.slice(0, 200)}\nexit ${r.code}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`);
-    return r.stdout;
-  }
+  const onServer = (command: string, stdin?: string): Promise<string> => sshOutput(conn, command, { stdin, timeoutMs: 10 * 60_000 });
 
   /** The live blue/green slot's supervisor program, e.g. "app-blue". */
   async function liveProgram(): Promise<string> {
@@ -357,7 +353,7 @@ describe("end to end on the local cloud", function () {
   };
   const target = (): LoadTarget => ({
     host: LOCAL_FQDN, address: ip, ca: fs.readFileSync(rootCa, "utf8"), path: "/",
-    marker: (body) => /version: (\S+)</.exec(body)?.[1] ?? "?",
+    marker: appVersion,
   });
   /** Runs `action` while one client keeps requesting over a kept-alive connection. */
   async function underLoad<T>(action: () => Promise<T>): Promise<{ result?: T; error?: unknown; outcomes: Outcome[] }> {

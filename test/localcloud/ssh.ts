@@ -79,6 +79,13 @@ export function connect(conn: SshConnection, readyTimeoutMs = 30_000): Promise<C
   });
 }
 
+/** sshExec for a command that must succeed: resolves with its stdout, throws with its status and output otherwise. */
+export async function sshOutput(conn: SshConnection, command: string, opts: ExecOptions = {}): Promise<string> {
+  const r = await sshExec(conn, command, opts);
+  if (r.code !== 0) throw new Error(`on the server: ${command.slice(0, 200)}\nexit ${r.code}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`);
+  return r.stdout;
+}
+
 /** Runs `command` over SSH and resolves with its exit code and output (never throws on a non-zero exit). */
 export async function sshExec(conn: SshConnection, command: string, opts: ExecOptions = {}): Promise<ExecResult> {
   const timeoutMs = opts.timeoutMs ?? 10 * 60_000;

@@ -73,6 +73,11 @@ export async function openLoop(t: LoadTarget, rate: number, seconds: number, opt
   return outcomes;
 }
 
+/** The sample app's version as its page shows it ("version: v2<"), the marker the release checks follow. */
+export function appVersion(body: string): string {
+  return /version: (\S+)</.exec(body)?.[1] ?? "?";
+}
+
 /** Count of outcomes that are not the wanted status (errors included). */
 export function failures(outcomes: Outcome[], want = 200): Outcome[] {
   return outcomes.filter((o) => o.status !== want);
