@@ -11,7 +11,13 @@ import { DeployKey, HostKey } from "./components/keys";
 import { Server } from "./components/server";
 import { NginxSite } from "./components/site";
 
-const cfg = loadConfig(pulumi.runtime.allConfig(), __dirname);
+// The SDK's own record of which config keys were stored with --secret (internal, but what
+// Config.getSecret relies on too); absent in an SDK without it, which then means none.
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const { isConfigSecret } = require("@pulumi/pulumi/runtime/config") as { isConfigSecret?: (key: string) => boolean };
+const allConfig = pulumi.runtime.allConfig();
+const cfg = loadConfig(allConfig, __dirname, Object.keys(allConfig).filter((k) => isConfigSecret?.(k) ?? false));
+for (const warning of cfg.warnings) pulumi.log.warn(warning);
 const stack = pulumi.getStack();
 const base = `${cfg.appName}-${stack}`;
 
@@ -68,6 +74,7 @@ const certificate = cfg.tls
     email: cfg.acmeEmail ?? "",
     acmeServer: cfg.acmeServer,
     acmeCaBundle: cfg.acmeCaBundle,
+    secret: cfg.secretSteps.includes("certificate"),
   }, { dependsOn: [host.ready, dns] })
   : undefined;
 const site = new NginxSite("site", {
@@ -86,7 +93,7 @@ const release = new AppRelease("app", {
   workers: cfg.workers,
   env: cfg.env,
   secretEnv: pulumi.secret(cfg.secretEnv),
-  hasSecrets: Object.keys(cfg.secretEnv).length > 0,
+  secret: cfg.secretSteps.includes("release"),
   healthPath: cfg.healthPath,
   healthStatus: cfg.healthStatus,
   healthTimeout: cfg.healthTimeout,

@@ -12,6 +12,8 @@ export interface CertificateArgs extends OnServerArgs {
   acmeServer: string;
   /** PEM bundle to trust for a private ACME server. @default none */
   acmeCaBundle?: string;
+  /** True when one of these values was stored as a secret (e.g. a credential in the ACME URL): the step logs nothing and its stdin and outputs are secret. @default false */
+  secret?: boolean;
 }
 
 /**
@@ -37,6 +39,7 @@ export class Certificate extends pulumi.ComponentResource {
         ACME_CA_BUNDLE: args.acmeCaBundle ?? "",
         RENEW_HOOK: renderRenewHook(),
       },
+      secret: args.secret,
       triggers: [args.dropletId],
     }, { parent: this, dependsOn: opts?.dependsOn });
     this.registerOutputs({ certificatePath: this.certificatePath });

@@ -4,9 +4,12 @@
 // `config:` block for the CLI (a unit test keeps the two in step). Validation happens before any
 // resource is registered, and reports every bad setting at once, each naming its key, the problem
 // and an example of a good value.
+import * as crypto from "crypto";
 import * as fs from "fs";
 import * as path from "path";
 import { z } from "zod";
+import { REFUSED_IN_APP } from "./shell";
+import { ALLOW_ALL, coversFamily, formatCidr, hasHostBits, hasLeadingZeroPrefix, Network, overlaps, parseCidr } from "./cidr";
 
 export const NAMESPACE = "dropstack";
 
@@ -18,72 +21,216 @@ const DOMAIN_RE = new RegExp(`^(?:${label}\\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]$`);
 const HOST_RE = new RegExp(`^(?:@|${label}(?:\\.${label})*)$`);
 const PYTHON_IDENT = "[A-Za-z_][A-Za-z0-9_]*";
 const WSGI_RE = new RegExp(`^(${PYTHON_IDENT}(?:\\.${PYTHON_IDENT})*):(${PYTHON_IDENT})(\\(\\))?$`);
-const SSH_KEY_TYPES = [
-  "ssh-ed25519",
-  "ssh-rsa",
-  "ecdsa-sha2-nistp256",
-  "ecdsa-sha2-nistp384",
-  "ecdsa-sha2-nistp521",
-  "sk-ssh-ed25519@openssh.com",
-  "sk-ecdsa-sha2-nistp256@openssh.com",
+/** Longest DNS name (RFC 1035: 253 characters in text form). */
+const MAX_FQDN = 253;
+
+/**
+ * Accounts a Debian droplet has, or that dropstack's packages create: the app user and the deploy
+ * user must be neither (a collision would run the web app as nginx's user, or hand an existing
+ * system account password-less sudo through cloud-init). Debian's base-passwd (passwd.master,
+ * group.master), then the accounts found on a provisioned droplet (the packages dropstack installs
+ * add none of their own: nginx runs as www-data).
+ */
+export const RESERVED_ACCOUNTS: readonly string[] = [
+  // base-passwd 3.6 passwd.master
+  "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp", "proxy", "www-data",
+  "backup", "list", "irc", "_apt", "nobody",
+  // base-passwd 3.6 group.master (groups: useradd --user-group and cloud-init fail or join them)
+  "adm", "tty", "disk", "kmem", "dialout", "fax", "voice", "cdrom", "floppy", "tape", "sudo", "audio", "dip",
+  "operator", "src", "shadow", "utmp", "video", "sasl", "plugdev", "staff", "users", "nogroup",
+  // accounts of a provisioned Debian 12 droplet beyond base-passwd (systemd, dbus, OpenSSH, cloud-init, cron)
+  "systemd-journal", "systemd-network", "systemd-resolve", "systemd-timesync", "systemd-coredump", "input", "kvm",
+  "render", "sgx", "netdev", "crontab", "messagebus", "sshd", "_ssh",
 ];
 
-/** True when `line` is an OpenSSH public key whose base64 blob names the same key type. */
+/** Settings whose values may be stored with `--secret`, and the step each one flows into. */
+export const SECRET_CAPABLE = {
+  acmeEmail: "certificate",
+  acmeServer: "certificate",
+  acmeCaBundle: "certificate",
+  env: "release",
+  secretEnv: "release",
+  releaseCommand: "release",
+} as const;
+export type SecretStep = (typeof SECRET_CAPABLE)[keyof typeof SECRET_CAPABLE];
+
+const SSH_KEY_TYPES: Record<string, string[]> = {
+  // key type → the fields of its blob after the type name (OpenSSH PROTOCOL / RFC 4253, 5656, 8709)
+  "ssh-ed25519": ["key32"],
+  "ssh-rsa": ["mpint", "mpint"],
+  "ecdsa-sha2-nistp256": ["curve", "point"],
+  "ecdsa-sha2-nistp384": ["curve", "point"],
+  "ecdsa-sha2-nistp521": ["curve", "point"],
+  "sk-ssh-ed25519@openssh.com": ["key32", "string"],
+  "sk-ecdsa-sha2-nistp256@openssh.com": ["curve", "point", "string"],
+};
+
+/** True when `blob` is exactly a complete public key of `type`: every field present, nothing after. */
+function completeKeyBlob(type: string, blob: Buffer): boolean {
+  let at = 0;
+  const next = (): Buffer | undefined => {
+    if (at + 4 > blob.length) return undefined;
+    const len = blob.readUInt32BE(at);
+    if (at + 4 + len > blob.length) return undefined;
+    const field = blob.subarray(at + 4, at + 4 + len);
+    at += 4 + len;
+    return field;
+  };
+  if (next()?.toString("latin1") !== type) return false;
+  for (const kind of SSH_KEY_TYPES[type]) {
+    const field = next();
+    if (!field || field.length === 0) return false;
+    if (kind === "key32" && field.length !== 32) return false;
+    if (kind === "curve" && `ecdsa-sha2-${field.toString("latin1")}` !== type.replace(/^sk-/, "").replace(/@openssh\.com$/, "")) return false;
+    if (kind === "point" && field[0] !== 4) return false;
+  }
+  return at === blob.length;
+}
+
+/** True when `line` is one OpenSSH public key line whose base64 blob is a complete key of the named type. */
 export function isOpenSshPublicKey(line: string): boolean {
-  const m = /^(\S+) ([A-Za-z0-9+/]+={0,3})(?: [^\r\n]*)?$/.exec(line);
-  if (!m || !SSH_KEY_TYPES.includes(m[1])) return false;
+  const m = /^(\S{1,64}) ([A-Za-z0-9+/]{1,16384}={0,2})(?: [^\r\n]*)?$/.exec(line);
+  if (!m || !(m[1] in SSH_KEY_TYPES)) return false;
   const blob = Buffer.from(m[2], "base64");
-  if (blob.length < 4) return false;
-  const len = blob.readUInt32BE(0);
-  return len > 0 && 4 + len <= blob.length && blob.subarray(4, 4 + len).toString("latin1") === m[1];
+  return blob.toString("base64") === m[2] && completeKeyBlob(m[1], blob);
 }
 
 /** True for an IPv4 or IPv6 network in CIDR notation ("203.0.113.0/24", "2001:db8::/32"). */
 export function isCidr(value: string): boolean {
-  const [addr, bits, ...rest] = value.split("/");
-  if (rest.length || bits === undefined || !/^\d{1,3}$/.test(bits)) return false;
-  const prefix = Number(bits);
-  const v4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(addr);
-  if (v4) return prefix <= 32 && v4.slice(1).every((o) => Number(o) <= 255 && String(Number(o)) === o);
-  if (!/^[0-9a-fA-F:]+$/.test(addr) || prefix > 128) return false;
-  const halves = addr.split("::");
-  if (halves.length > 2) return false;
-  const groups = halves.flatMap((h) => (h === "" ? [] : h.split(":")));
-  if (groups.some((g) => !/^[0-9a-fA-F]{1,4}$/.test(g))) return false;
-  return halves.length === 2 ? groups.length < 8 : groups.length === 8;
+  return parseCidr(value) !== undefined;
 }
 
-const str = (re: RegExp, what: string, example: string) =>
-  z.string({ invalid_type_error: `expected a string: ${what}, e.g. ${example}` })
-    .regex(re, `expected ${what}, e.g. ${example}`);
+/** An email address without whitespace, one @, a dotted domain, not read as an option; linear time. */
+function isEmail(value: string): boolean {
+  const at = value.indexOf("@");
+  if (at <= 0 || at !== value.lastIndexOf("@") || /\s/.test(value) || value.startsWith("-")) return false;
+  return /^[^.\s]+(?:\.[^.\s]+)+$/.test(value.slice(at + 1));
+}
 
-/** A required, non-empty list of CIDR networks; `what` names them in the "required" message. */
-const cidrList = (example: string, what: string, allowAllHint = "") =>
+/** A string setting: at most `max` characters (checked first: no pattern ever runs on a huge value), then `test`. */
+const text = (test: RegExp | ((v: string) => boolean), what: string, example: string, max: number) =>
+  z.string({ invalid_type_error: `expected a string: ${what}, e.g. ${example}` }).superRefine((v, ctx) => {
+    if (v.length > max) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: `too long (${v.length} characters, at most ${max}): expected ${what}, e.g. ${example}` });
+    } else if (!(typeof test === "function" ? test(v) : test.test(v))) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: `expected ${what}, e.g. ${example}` });
+    }
+  });
+const str = (re: RegExp, what: string, example: string, max = 255) => text(re, what, example, max);
+
+/** Problems of one network entry: not CIDR, a prefix with a leading zero, host bits set. */
+function networkProblem(value: string, example: string): string | undefined {
+  const allowAll = `use "${ALLOW_ALL[4]}" and "${ALLOW_ALL[6]}" to allow every address explicitly`;
+  if (hasLeadingZeroPrefix(value)) return `${JSON.stringify(value)}: the prefix length has a leading zero; write it without, e.g. "${example}"`;
+  const n = parseCidr(value);
+  if (!n) return `expected CIDR networks, e.g. "${example}"; ${allowAll}`;
+  if (hasHostBits(n)) {
+    const one = `${value.split("/")[0]}/${n.family === 4 ? 32 : 128}`;
+    return `${JSON.stringify(value)} has host bits set: write the network "${formatCidr(n)}" or the one address "${one}"`;
+  }
+  return undefined;
+}
+
+/**
+ * A required, non-empty list of CIDR networks, returned in canonical form. Refused: entries that
+ * are not networks, and lists that cover a whole address family without writing the explicit
+ * allow-all (split into halves, /1s, odd spellings). `distinct`: overlapping or duplicate entries
+ * are refused too (nftables refuses them in an interval set).
+ */
+const cidrList = (example: string, what: string, opts: { allowAllHint?: string; distinct?: boolean } = {}) =>
   z.array(
-    z.string().refine(isCidr, `expected CIDR networks, e.g. "${example}"; use "0.0.0.0/0" and "::/0" to allow every address explicitly`),
-    { required_error: `required: ${what}, e.g. ["${example}"]${allowAllHint}`, invalid_type_error: `expected a list of CIDR networks, e.g. ["${example}"]` },
-  ).min(1, `expected at least one network, e.g. ["${example}"]${allowAllHint}`);
+    z.string({ invalid_type_error: `expected CIDR networks, e.g. "${example}"` }).superRefine((v, ctx) => {
+      const problem = v.length > 64 ? `too long: expected CIDR networks, e.g. "${example}"` : networkProblem(v, example);
+      if (problem) ctx.addIssue({ code: z.ZodIssueCode.custom, message: problem });
+    }),
+    { required_error: `required: ${what}, e.g. ["${example}"]${opts.allowAllHint ?? ""}`, invalid_type_error: `expected a list of CIDR networks, e.g. ["${example}"]` },
+  ).min(1, `expected at least one network, e.g. ["${example}"]${opts.allowAllHint ?? ""}`)
+    .max(200, `expected at most 200 networks; use wider networks, e.g. ["${example}"]`)
+    .superRefine((list, ctx) => {
+      const entries = list.flatMap((v, i) => {
+        const n = v.length <= 64 ? parseCidr(v) : undefined;
+        return n && !hasHostBits(n) && !hasLeadingZeroPrefix(v) ? [{ v, i, n }] : [];
+      });
+      const networks: Network[] = entries.map((e) => e.n);
+      for (const family of [4, 6] as const) {
+        if (coversFamily(networks, family) && !list.includes(ALLOW_ALL[family])) {
+          ctx.addIssue({ code: z.ZodIssueCode.custom, message: `together these networks cover every IPv${family} address: that is allow-all; write "${ALLOW_ALL[family]}" to allow it explicitly, or list only your own networks, e.g. ["${example}"]` });
+        }
+      }
+      if (!opts.distinct) return;
+      for (const [a, b] of overlaps(networks)) {
+        const [x, y] = [entries[a], entries[b]];
+        const same = formatCidr(x.n) === formatCidr(y.n);
+        ctx.addIssue({
+          code: z.ZodIssueCode.custom, path: [y.i],
+          message: same
+            ? `${JSON.stringify(y.v)} is listed twice (also as entry ${x.i}, ${JSON.stringify(x.v)}); list each network once`
+            : `${JSON.stringify(y.v)} overlaps ${JSON.stringify(x.v)} (entry ${x.i}): the host firewall refuses overlapping networks; keep only the wider one`,
+        });
+      }
+    })
+    .transform((list) => list.map((v) => formatCidr(parseCidr(v) as Network)));
 
-const envMap = (example: string) =>
+const PRIVATE_KEY_RE = /-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY-----/;
+
+const envMap = (example: string, privateKeyHint: string) =>
   z.record(
-    z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, `expected environment variable names (letters, digits, _; not starting with a digit), e.g. ${example}`),
+    z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, `expected environment variable names (letters, digits, _; not starting with a digit), e.g. ${example}`),
     z.string({ invalid_type_error: `expected string values, e.g. ${example}` })
-      .refine((v) => !v.includes("\0"), "values cannot contain NUL bytes"),
+      .max(65536, "expected values of at most 64 KiB")
+      .refine((v) => !v.includes("\0"), "values cannot contain NUL bytes")
+      .refine((v) => !privateKeyHint || !PRIVATE_KEY_RE.test(v), privateKeyHint),
     { invalid_type_error: `expected a map of NAME: value, e.g. ${example}` },
-  ).default({});
+  ).refine((m) => Object.keys(m).length <= 200, "expected at most 200 variables").default({});
+
+/**
+ * Checks a PEM bundle strictly: only CERTIFICATE blocks (each a certificate Node can parse), only
+ * blank lines between them. Returns the problem, or undefined. Never echoes the content.
+ */
+function caBundleProblem(bundle: string): string | undefined {
+  const example = "the CA's PEM file: -----BEGIN CERTIFICATE----- ... -----END CERTIFICATE-----";
+  if (bundle.length > 1_000_000) return `too long (${bundle.length} characters, at most 1000000): expected ${example}`;
+  if (PRIVATE_KEY_RE.test(bundle)) return "holds a private key: a CA bundle holds only certificates (never put a private key in it; rotate that key if it was shared)";
+  const lines = bundle.replace(/\r\n/g, "\n").replace(/\s+$/, "").split("\n");
+  let block: string[] | undefined;
+  let count = 0;
+  for (const [i, line] of lines.entries()) {
+    const begin = /^-----BEGIN ([A-Z0-9 ]{1,40})-----$/.exec(line);
+    if (block === undefined) {
+      if (line.trim() === "") continue;
+      if (!begin) return `line ${i + 1} is outside any PEM block; expected only ${example}`;
+      if (begin[1] !== "CERTIFICATE") return `holds a ${begin[1]} block at line ${i + 1}; expected only certificates (${example})`;
+      block = [];
+    } else if (line === "-----END CERTIFICATE-----") {
+      try {
+        new crypto.X509Certificate(`-----BEGIN CERTIFICATE-----\n${block.join("\n")}\n-----END CERTIFICATE-----\n`);
+      } catch {
+        return `the certificate ending at line ${i + 1} cannot be parsed; expected ${example}`;
+      }
+      block = undefined;
+      count++;
+    } else if (/^[A-Za-z0-9+/]{1,76}={0,2}$/.test(line)) {
+      block.push(line);
+    } else {
+      return `line ${i + 1} is not base64 inside a certificate; expected ${example}`;
+    }
+  }
+  if (block !== undefined) return `the last certificate has no -----END CERTIFICATE----- line; expected ${example}`;
+  return count ? undefined : `expected at least one certificate: ${example}`;
+}
 
 /** The schema: key → validation, default and the example quoted in errors. */
 export const schema = z.object({
   /** DigitalOcean-managed DNS zone the site lives in. */
-  domain: str(DOMAIN_RE, "a DNS zone managed by DigitalOcean (lower case)", "example.com"),
+  domain: str(DOMAIN_RE, "a DNS zone managed by DigitalOcean (lower case)", "example.com", MAX_FQDN),
   /** Host name within the zone; "@" for the zone apex. */
-  host: str(HOST_RE, 'a host label within the domain, or "@" for the apex', '"api" or "@"').default("@"),
+  host: str(HOST_RE, 'a host label within the domain, or "@" for the apex', '"api" or "@"', MAX_FQDN).default("@"),
   /** DigitalOcean region slug. */
   region: str(/^[a-z]{3}[0-9]$/, "a DigitalOcean region slug", '"fra1" or "nyc3"').default("fra1"),
   /** DigitalOcean droplet size slug. */
   size: str(/^[a-z0-9]+(?:-[a-z0-9]+)+$/, "a DigitalOcean size slug", '"s-1vcpu-1gb"').default("s-1vcpu-1gb"),
-  /** Droplet image slug (Debian; the remote scripts use apt). */
-  image: str(/^[a-z0-9]+(?:[-.][a-z0-9]+)*$/, "a DigitalOcean image slug", '"debian-12-x64"').default("debian-12-x64"),
+  /** Droplet image slug: Debian (the remote steps use apt and Debian's packages). */
+  image: str(/^debian-[0-9]{1,3}-x64$/, "a Debian image slug (the remote steps use apt and Debian's packages)", '"debian-12-x64"').default("debian-12-x64"),
   /** Give the droplet an IPv6 address and publish an AAAA record. */
   ipv6: z.boolean({ invalid_type_error: "expected true or false" }).default(true),
   /** DigitalOcean monitoring agent. */
@@ -94,9 +241,9 @@ export const schema = z.object({
   protect: z.boolean({ invalid_type_error: "expected true or false" }).default(false),
   /** Extra droplet tags. */
   tags: z.array(str(/^[A-Za-z0-9:_.-]{1,255}$/, "tags of letters, digits, ':', '-', '_' or '.'", '["team-web"]'),
-    { invalid_type_error: 'expected a list of tags, e.g. ["team-web"]' }).default([]),
+    { invalid_type_error: 'expected a list of tags, e.g. ["team-web"]' }).max(50, 'expected at most 50 tags, e.g. ["team-web"]').default([]),
   /** Networks allowed to reach SSH (port 22). Required: there is no allow-all default. */
-  sshAllowedCidrs: cidrList("203.0.113.0/24", "the networks that may reach SSH", ' (or ["0.0.0.0/0", "::/0"] to allow all, explicitly)'),
+  sshAllowedCidrs: cidrList("203.0.113.0/24", "the networks that may reach SSH", { allowAllHint: ' (or ["0.0.0.0/0", "::/0"] to allow all, explicitly)', distinct: true }),
   /**
    * Outbound traffic the server may send beyond DNS, HTTP/HTTPS and NTP, in both the cloud and the
    * host firewall: e.g. a managed database. Each rule: `protocol` (tcp, the default, or udp),
@@ -120,12 +267,15 @@ export const schema = z.object({
       }),
     to: cidrList("10.114.0.0/20", "the networks the server may reach on these ports"),
   }, { invalid_type_error: 'expected a rule {"ports": 5432, "to": ["10.114.0.0/20"]}' }).strict(),
-  { invalid_type_error: 'expected a list of rules, e.g. [{"ports": 5432, "to": ["10.114.0.0/20"]}]' }).default([]),
+  { invalid_type_error: 'expected a list of rules, e.g. [{"ports": 5432, "to": ["10.114.0.0/20"]}]' })
+    .max(50, 'expected at most 50 rules, e.g. [{"ports": 5432, "to": ["10.114.0.0/20"]}]').default([]),
   /** Public keys of the humans who may log in as the deploy user. */
   adminSshKeys: z.array(
-    z.string().refine(isOpenSshPublicKey, 'expected OpenSSH public key lines (the content of a .pub file), e.g. "ssh-ed25519 AAAAC3Nza... alice@laptop"; never a private key'),
+    // A trailing newline (what `cat key.pub` gives in a YAML block) is trimmed.
+    text((k) => isOpenSshPublicKey(k.replace(/\s+$/, "")), 'an OpenSSH public key line (the content of a .pub file; never a private key)', '"ssh-ed25519 AAAAC3Nza... alice@laptop"', 16384)
+      .transform((k) => k.replace(/\s+$/, "")),
     { invalid_type_error: 'expected a list of public key lines, e.g. ["ssh-ed25519 AAAAC3Nza... alice@laptop"]' },
-  ).default([]),
+  ).max(100, "expected at most 100 keys").default([]),
   /** Unprivileged login user that deploys run as. */
   deployUser: str(/^[a-z_][a-z0-9_-]{0,31}$/, "a Unix user name", '"deploy"')
     .refine((u) => u !== "root", 'must not be "root"; use an unprivileged name such as "deploy"').default("deploy"),
@@ -134,27 +284,30 @@ export const schema = z.object({
   /** Send Strict-Transport-Security (browsers then refuse plain HTTP for two years). */
   hsts: z.boolean({ invalid_type_error: "expected true or false" }).default(false),
   /** Contact email for the ACME account; required when tls is on. */
-  acmeEmail: str(/^[^\s@]+@[^\s@]+\.[^\s@]+$/, "an email address", '"ops@example.com"').optional(),
+  acmeEmail: text(isEmail, "an email address", '"ops@example.com"', 254).optional(),
   /** ACME directory URL. */
-  acmeServer: str(/^https:\/\/[^\s]+$/, "an https ACME directory URL", `"${LETS_ENCRYPT_STAGING}"`).default(LETS_ENCRYPT_PRODUCTION),
+  acmeServer: str(/^https:\/\/[^\s]+$/, "an https ACME directory URL", `"${LETS_ENCRYPT_STAGING}"`, 2048).default(LETS_ENCRYPT_PRODUCTION),
   /** PEM CA bundle the server must trust to reach a private ACME server. */
-  acmeCaBundle: z.string().regex(/-----BEGIN CERTIFICATE-----[\s\S]+-----END CERTIFICATE-----/, "expected PEM certificates (-----BEGIN CERTIFICATE----- ...)").optional(),
+  acmeCaBundle: z.string({ invalid_type_error: "expected PEM certificates as one string (-----BEGIN CERTIFICATE----- ...)" }).superRefine((v, ctx) => {
+    const problem = caBundleProblem(v);
+    if (problem) ctx.addIssue({ code: z.ZodIssueCode.custom, message: problem });
+  }).optional(),
   /** Name of the app: its Unix user, supervisor program and /srv/<appName>. */
   appName: str(/^[a-z][a-z0-9-]{0,30}$/, "a short lower-case name", '"shop"').default("app"),
   /** Folder with the app's source, relative to the project. */
-  appSource: z.string({ invalid_type_error: 'expected a folder path, e.g. "app"' }).min(1, 'expected a folder path, e.g. "app"').default("app"),
+  appSource: text((v) => v.length > 0 && !v.includes("\0"), "a folder path", '"app"', 4096).default("app"),
   /** WSGI target as module:callable (a factory as module:create_app()). */
-  wsgi: str(WSGI_RE, "a WSGI target module:callable", '"app:app" or "shop.wsgi:create_app()"').default("app:app"),
+  wsgi: str(WSGI_RE, "a WSGI target module:callable", '"app:app" or "shop.wsgi:create_app()"', 1024).default("app:app"),
   /** gunicorn workers; unset means 2 x CPUs + 1 on the server. */
   workers: z.number({ invalid_type_error: "expected a whole number of workers, e.g. 3" })
     .int("expected a whole number of workers, e.g. 3").min(1, "expected at least 1 worker, e.g. 3").max(64, "expected at most 64 workers, e.g. 3").optional(),
   /** Extra Debian packages installed on the server. */
   aptPackages: z.array(str(/^[a-z0-9][a-z0-9+.-]+$/, "Debian package names", '["libpq5"]'),
-    { invalid_type_error: 'expected a list of Debian package names, e.g. ["libpq5"]' }).default([]),
+    { invalid_type_error: 'expected a list of Debian package names, e.g. ["libpq5"]' }).max(200, 'expected at most 200 packages, e.g. ["libpq5"]').default([]),
   /** Plain environment variables for the app. */
-  env: envMap('{"LOG_LEVEL": "info"}'),
+  env: envMap('{"LOG_LEVEL": "info"}', "holds a private key: put it in dropstack:secretEnv (pulumi config set --secret --path 'dropstack:secretEnv.NAME'), where it stays secret"),
   /** Secret environment variables (pulumi config set --secret --path 'dropstack:secretEnv.NAME'). */
-  secretEnv: envMap('{"DATABASE_URL": "postgres://..."}'),
+  secretEnv: envMap('{"DATABASE_URL": "postgres://..."}', ""),
   /** Largest request body nginx accepts (nginx size syntax). */
   maxBodySize: str(/^[0-9]{1,6}[kKmMgG]?$/, "an nginx size", '"10m" or "512k"').default("10m"),
   /** Path that answers 200 when the app is healthy. */
@@ -169,11 +322,9 @@ export const schema = z.object({
   healthAttempts: z.number({ invalid_type_error: "expected a number of attempts, e.g. 30" })
     .int("expected a whole number of attempts, e.g. 30").min(1, "expected at least 1 attempt, e.g. 30").max(600, "expected at most 600 attempts, e.g. 30").default(30),
   /** Command run in the new release before it goes live (e.g. migrations); its failure aborts the release. */
-  releaseCommand: z.string({ invalid_type_error: 'expected a shell command, e.g. "flask db upgrade"' })
-    .min(1, 'expected a shell command, e.g. "flask db upgrade"')
-    .refine((c) => !c.includes("\0"), "cannot contain NUL bytes").optional(),
+  releaseCommand: text((c) => c.trim() !== "" && !c.includes("\0"), "a shell command (not blank, no NUL bytes)", '"flask db upgrade"', 65536).optional(),
   /** A version label for releases (shown in the release id). */
-  releaseVersion: str(/^[A-Za-z0-9._-]{1,40}$/, "a version label of letters, digits, '.', '_' or '-'", '"v1.4.2"').optional(),
+  releaseVersion: str(/^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$/, "a version label of letters, digits, '.', '_' or '-', starting with a letter or digit (the server would read '-x' as an option and hide '.x')", '"v1.4.2"').optional(),
   /** Releases kept on the server (the current and previous ones are never removed). */
   keepReleases: z.number({ invalid_type_error: "expected a whole number, e.g. 5" })
     .int("expected a whole number, e.g. 5").min(2, "expected at least 2 (current and previous), e.g. 5").max(50, "expected at most 50, e.g. 5").default(5),
@@ -183,9 +334,6 @@ export type Settings = z.infer<typeof schema>;
 
 /** Settings that hold objects (or lists of them): Pulumi.yaml's typed config cannot declare them (no object type). */
 export const OBJECT_KEYS = ["env", "secretEnv", "egress"] as const;
-/** Settings always handled as secrets. */
-export const SECRET_KEYS = ["secretEnv"] as const;
-
 /** A validated config plus what was derived from it. */
 export interface StackConfig extends Settings {
   /** Fully qualified host name the site answers on. */
@@ -194,6 +342,10 @@ export interface StackConfig extends Settings {
   appDir: string;
   /** True when the app folder has a static/ folder that nginx serves. */
   hasStatic: boolean;
+  /** Steps that carry a value stored with `--secret` (or secretEnv): they log nothing and their stdin and output are secret. */
+  secretSteps: SecretStep[];
+  /** Things worth a warning that do not stop the update (pulumi up prints them). */
+  warnings: string[];
 }
 
 export class ConfigError extends Error {
@@ -203,25 +355,61 @@ export class ConfigError extends Error {
   }
 }
 
-const NON_STRING = new Set(["ipv6", "monitoring", "backups", "protect", "tags", "sshAllowedCidrs", "egress", "adminSshKeys",
-  "tls", "hsts", "workers", "aptPackages", "env", "secretEnv", "keepReleases", "healthStatus", "healthTimeout", "healthAttempts"]);
+/** Settings whose config text is JSON (everything that is not a plain string in the schema). */
+function isStringSetting(key: string): boolean {
+  let field = schema.shape[key as keyof typeof schema.shape] as z.ZodTypeAny;
+  while (field instanceof z.ZodDefault || field instanceof z.ZodOptional || field instanceof z.ZodEffects) {
+    field = field instanceof z.ZodEffects ? field.innerType() : field._def.innerType;
+  }
+  return field instanceof z.ZodString;
+}
+
+/** Edit distance, for namespaces that look like a typo of ours (short strings only). */
+function editDistance(a: string, b: string): number {
+  let row = [...Array(b.length + 1).keys()];
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) next.push(Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1)));
+    row = next;
+  }
+  return row[b.length];
+}
 
 /**
  * Turns Pulumi's flat config map ("dropstack:key" → string, JSON for non-strings) into raw values.
- * Unknown keys in the namespace are reported rather than ignored (a typo must not fall back to a default).
+ * Unknown keys in the namespace are reported rather than ignored (a typo must not fall back to a
+ * default); keys in a namespace that looks like a typo of ours are warned about.
  */
-export function rawFromPulumiConfig(all: Record<string, string>): { raw: Record<string, unknown>; problems: string[] } {
+export function rawFromPulumiConfig(all: Record<string, string>): { raw: Record<string, unknown>; problems: string[]; warnings: string[] } {
   const raw: Record<string, unknown> = {};
   const problems: string[] = [];
+  const warnings: string[] = [];
   const known = Object.keys(schema.shape);
   for (const [fullKey, text] of Object.entries(all)) {
-    if (!fullKey.startsWith(`${NAMESPACE}:`)) continue;
+    const ns = fullKey.slice(0, Math.max(0, fullKey.indexOf(":")));
+    if (ns !== NAMESPACE) {
+      if (ns.length <= 20 && editDistance(ns.toLowerCase(), NAMESPACE) <= 2) {
+        warnings.push(`${fullKey}: the namespace "${ns}" looks like a typo of "${NAMESPACE}"; dropstack reads only ${NAMESPACE}:* settings, so this one is ignored`);
+      }
+      continue;
+    }
     const key = fullKey.slice(NAMESPACE.length + 1);
     if (!known.includes(key)) {
       problems.push(`${fullKey}: not a dropstack setting (known: ${known.join(", ")})`);
       continue;
     }
-    if (!NON_STRING.has(key)) {
+    if (isStringSetting(key)) {
+      if (/^\s*[[{]/.test(text)) {
+        try {
+          const parsed: unknown = JSON.parse(text);
+          if (typeof parsed === "object" && parsed !== null) {
+            problems.push(`${fullKey}: expected a single string, got ${Array.isArray(parsed) ? "a list" : "a map"} (YAML block or JSON); write one value, e.g. pulumi config set ${fullKey} "<value>"`);
+            continue;
+          }
+        } catch {
+          // not JSON: a string that merely starts with a bracket, e.g. a shell test
+        }
+      }
       raw[key] = text;
       continue;
     }
@@ -231,7 +419,7 @@ export function rawFromPulumiConfig(all: Record<string, string>): { raw: Record<
       raw[key] = text; // not JSON: the schema reports what type it expected
     }
   }
-  return { raw, problems };
+  return { raw, problems, warnings };
 }
 
 /** Resolves the WSGI module to a file under the app folder, or undefined. */
@@ -244,24 +432,88 @@ function wsgiModuleFile(appDir: string, wsgi: string): string | undefined {
   return candidates.find((c) => fs.existsSync(c));
 }
 
+/** The first folder under `dir` (relative path) whose name is in `names`, or undefined. */
+function findFolder(dir: string, names: readonly string[]): string | undefined {
+  const queue = [""];
+  while (queue.length) {
+    const rel = queue.shift() as string;
+    for (const entry of fs.readdirSync(path.join(dir, rel), { withFileTypes: true })) {
+      if (!entry.isDirectory()) continue;
+      const r = rel ? `${rel}/${entry.name}` : entry.name;
+      if (names.includes(entry.name)) return r;
+      queue.push(r);
+    }
+  }
+  return undefined;
+}
+
+function appSourceProblems(s: Settings, projectDir: string): string[] {
+  const key = `${NAMESPACE}:appSource`;
+  const appDir = path.resolve(projectDir, s.appSource);
+  if (!fs.existsSync(appDir) || !fs.statSync(appDir).isDirectory()) {
+    return [`${key}: folder ${JSON.stringify(s.appSource)} does not exist (resolved to ${appDir}); expected the app's source folder, e.g. "app"`];
+  }
+  const project = path.resolve(projectDir);
+  if (project === appDir || project.startsWith(appDir + path.sep)) {
+    return [`${key}: ${JSON.stringify(s.appSource)} is the project folder or contains it: the whole repository (Pulumi files, node_modules, .git) would be uploaded to the server; put the app in a folder of its own, e.g. "app"`];
+  }
+  const refused = findFolder(appDir, REFUSED_IN_APP);
+  if (refused) {
+    return [`${key}: ${JSON.stringify(s.appSource)} contains ${refused}/, which must not reach the server (${REFUSED_IN_APP.join(", ")}: repository history, Node or local Python packages; the server builds its own virtualenv); move it out or point ${key} at a folder without it, e.g. "app"`];
+  }
+  if (!wsgiModuleFile(appDir, s.wsgi)) {
+    const mod = s.wsgi.split(":")[0];
+    return [`${NAMESPACE}:wsgi: module ${JSON.stringify(mod)} is not in ${s.appSource}/ (looked for ${mod.replace(/\./g, "/")}.py and ${mod.replace(/\./g, "/")}/__init__.py); expected module:callable of a file in the app folder, e.g. "app:app"`];
+  }
+  return [];
+}
+
 function crossChecks(s: Settings, projectDir: string): string[] {
   const problems: string[] = [];
   const key = (k: string) => `${NAMESPACE}:${k}`;
   if (s.tls && !s.acmeEmail) {
     problems.push(`${key("acmeEmail")}: required when ${key("tls")} is true (Let's Encrypt sends expiry notices there), e.g. "ops@example.com"`);
   }
-  const appDir = path.resolve(projectDir, s.appSource);
-  if (!fs.existsSync(appDir) || !fs.statSync(appDir).isDirectory()) {
-    problems.push(`${key("appSource")}: folder ${JSON.stringify(s.appSource)} does not exist (resolved to ${appDir}); expected the app's source folder, e.g. "app"`);
-  } else if (!wsgiModuleFile(appDir, s.wsgi)) {
-    const mod = s.wsgi.split(":")[0];
-    problems.push(`${key("wsgi")}: module ${JSON.stringify(mod)} is not in ${s.appSource}/ (looked for ${mod.replace(/\./g, "/")}.py and ${mod.replace(/\./g, "/")}/__init__.py); expected module:callable of a file in the app folder, e.g. "app:app"`);
+  if (s.host === s.domain || s.host.endsWith(`.${s.domain}`)) {
+    const label = s.host === s.domain ? "@" : s.host.slice(0, -(s.domain.length + 1));
+    problems.push(`${key("host")}: ${JSON.stringify(s.host)} is the full name; give the name within ${s.domain} only, e.g. ${JSON.stringify(label)}`);
+  } else if (s.host !== "@" && s.host.length + 1 + s.domain.length > MAX_FQDN) {
+    problems.push(`${key("host")}: ${s.host}.${s.domain} is ${s.host.length + 1 + s.domain.length} characters; a DNS name has at most ${MAX_FQDN}, e.g. "api"`);
   }
+  for (const k of ["deployUser", "appName"] as const) {
+    // deployUser "root" has its own message (schema)
+    if (!(k === "deployUser" && s[k] === "root") && RESERVED_ACCOUNTS.includes(s[k])) {
+      problems.push(`${key(k)}: ${JSON.stringify(s[k])} is an account or group that exists on a Debian droplet; ${k === "appName" ? "the app would run as it" : "it would get password-less sudo"}. Choose a name of its own, e.g. ${k === "appName" ? '"shop"' : '"deploy"'}`);
+    }
+  }
+  if (s.appName === s.deployUser) {
+    problems.push(`${key("appName")}: same as ${key("deployUser")} (${JSON.stringify(s.appName)}): the web app would run with the deploy user's password-less sudo; choose another name, e.g. "shop"`);
+  }
+  problems.push(...appSourceProblems(s, projectDir));
   const dupe = Object.keys(s.env).filter((k) => k in s.secretEnv);
   if (dupe.length) {
     problems.push(`${key("env")}: ${dupe.join(", ")} also set in ${key("secretEnv")}; set each variable in one of them only`);
   }
   return problems;
+}
+
+/** Secrecy: which steps carry secrets; settings stored as secrets that cannot stay secret are refused. */
+function secrecy(s: Settings, secretKeys: readonly string[]): { steps: SecretStep[]; problems: string[]; warnings: string[] } {
+  const problems: string[] = [];
+  const steps = new Set<SecretStep>();
+  if (Object.keys(s.secretEnv).length) steps.add("release");
+  for (const full of secretKeys) {
+    if (!full.startsWith(`${NAMESPACE}:`)) continue;
+    const k = full.slice(NAMESPACE.length + 1);
+    if (k in SECRET_CAPABLE) steps.add(SECRET_CAPABLE[k as keyof typeof SECRET_CAPABLE]);
+    else if (k in schema.shape) {
+      problems.push(`${full}: stored as a secret, but this setting is public wherever it is used (DNS, firewall rules, resource names, the server's files) and cannot stay secret; set it without --secret. Settings that can be secret: ${Object.keys(SECRET_CAPABLE).join(", ")}`);
+    }
+  }
+  const warnings = Object.keys(s.secretEnv).length && !secretKeys.includes(`${NAMESPACE}:secretEnv`)
+    ? [`${NAMESPACE}:secretEnv: stored in plain text in the stack file; set each value with pulumi config set --secret --path '${NAMESPACE}:secretEnv.NAME' (dropstack still treats them as secrets)`]
+    : [];
+  return { steps: [...steps].sort(), problems, warnings };
 }
 
 function formatIssue(issue: z.ZodIssue): string {
@@ -279,16 +531,27 @@ function formatIssue(issue: z.ZodIssue): string {
   return `${where}: ${issue.message}`;
 }
 
+/** What parseSettings needs besides the raw values. */
+export interface ParseContext {
+  /** Problems found earlier (reading the config map). */
+  earlier?: string[];
+  /** Warnings found earlier. */
+  warnings?: string[];
+  /** Full config keys ("dropstack:key") the user stored with --secret. */
+  secretKeys?: readonly string[];
+}
+
 /** Validates raw values; throws one ConfigError naming every problem. */
-export function parseSettings(raw: Record<string, unknown>, projectDir: string, earlier: string[] = []): StackConfig {
+export function parseSettings(raw: Record<string, unknown>, projectDir: string, ctx: ParseContext = {}): StackConfig {
   const result = schema.safeParse(raw);
-  const problems = [...earlier];
+  const problems = [...(ctx.earlier ?? [])];
   if (!result.success) problems.push(...result.error.issues.map(formatIssue));
   if (problems.length || !result.success) {
     throw new ConfigError(problems);
   }
   const s = result.data;
-  const cross = crossChecks(s, projectDir);
+  const secret = secrecy(s, ctx.secretKeys ?? []);
+  const cross = [...crossChecks(s, projectDir), ...secret.problems];
   if (cross.length) throw new ConfigError(cross);
   const appDir = path.resolve(projectDir, s.appSource);
   return {
@@ -296,11 +559,13 @@ export function parseSettings(raw: Record<string, unknown>, projectDir: string, 
     fqdn: s.host === "@" ? s.domain : `${s.host}.${s.domain}`,
     appDir,
     hasStatic: fs.existsSync(path.join(appDir, "static")),
+    secretSteps: secret.steps,
+    warnings: [...(ctx.warnings ?? []), ...secret.warnings],
   };
 }
 
-/** Reads and validates the current stack's config ("dropstack:*"). */
-export function loadConfig(all: Record<string, string>, projectDir: string): StackConfig {
-  const { raw, problems } = rawFromPulumiConfig(all);
-  return parseSettings(raw, projectDir, problems);
+/** Reads and validates the current stack's config ("dropstack:*"); `secretKeys` are the keys stored with --secret. */
+export function loadConfig(all: Record<string, string>, projectDir: string, secretKeys: readonly string[] = []): StackConfig {
+  const { raw, problems, warnings } = rawFromPulumiConfig(all);
+  return parseSettings(raw, projectDir, { earlier: problems, warnings, secretKeys });
 }

@@ -1,7 +1,7 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { renderEnvJson, renderGunicornConf, renderSupervisorSlot } from "./render";
-import { contentHash, folderHash } from "./shell";
+import { CACHE_ENTRIES, contentHash, folderHash } from "./shell";
 import { OnServerArgs, remoteStep } from "./steps";
 
 export interface AppReleaseArgs extends OnServerArgs {
@@ -17,8 +17,8 @@ export interface AppReleaseArgs extends OnServerArgs {
   env: Record<string, string>;
   /** Secret environment variables. @default {} */
   secretEnv: pulumi.Input<Record<string, string>>;
-  /** True when secretEnv holds anything: the step then logs nothing and its outputs are secret. @default false */
-  hasSecrets: boolean;
+  /** True when the step carries a secret (secretEnv, or a setting stored with --secret): it then logs nothing and its stdin and outputs are secret. @default false */
+  secret?: boolean;
   /** Health check path. @default "/healthz" */
   healthPath: string;
   /** Status the health check must answer. @default 200 */
@@ -83,7 +83,7 @@ export class AppRelease extends pulumi.ComponentResource {
     return remoteStep(`${name}-release`, {
       connection: args.connection,
       script: "release",
-      secret: args.hasSecrets,
+      secret: args.secret,
       values: {
         APP: args.app,
         RELEASE_ID: this.releaseId,
@@ -98,6 +98,7 @@ export class AppRelease extends pulumi.ComponentResource {
         HEALTH_ATTEMPTS: String(args.healthAttempts),
         RELEASE_COMMAND: args.releaseCommand ?? "",
         KEEP_RELEASES: String(args.keepReleases),
+        CACHE_ENTRIES: CACHE_ENTRIES.join("\n"),
         TRIGGERED_BY: args.triggeredBy,
       },
       triggers: [this.releaseId, args.dropletId],

@@ -64,13 +64,23 @@ export function contentHash(...parts: string[]): string {
   return h.digest("hex");
 }
 
-/** Files of a folder, sorted, relative, skipping caches and VCS folders. */
+/**
+ * Entries of an app folder that are never part of a release: Python's caches. The release hash
+ * skips them and the release step deletes them from the upload, so both see the same files.
+ * (find -name patterns: a name, or "*" + an ending.)
+ */
+export const CACHE_ENTRIES = ["__pycache__", ".pytest_cache", "*.pyc"] as const;
+/** Folders an app folder must not contain (refused by the config): history, Node and local Python packages. */
+export const REFUSED_IN_APP = [".git", "node_modules", ".venv", "venv"] as const;
+
+const isCacheEntry = (name: string) => CACHE_ENTRIES.some((p) => (p.startsWith("*") ? name.endsWith(p.slice(1)) : name === p));
+
+/** Files of a folder, sorted, relative, without Python's caches (CACHE_ENTRIES). */
 export function listFiles(dir: string): string[] {
-  const skip = new Set(["__pycache__", ".git", ".venv", "venv", "node_modules", ".pytest_cache"]);
   const out: string[] = [];
   const walk = (rel: string) => {
     for (const entry of fs.readdirSync(path.join(dir, rel), { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
-      if (skip.has(entry.name) || entry.name.endsWith(".pyc")) continue;
+      if (isCacheEntry(entry.name)) continue;
       const r = rel ? `${rel}/${entry.name}` : entry.name;
       if (entry.isDirectory()) walk(r);
       else if (entry.isFile()) out.push(r);

@@ -8,7 +8,7 @@ set -euo pipefail
 
 require V_APP V_RELEASE_ID V_UPLOAD_DIR V_ENV_JSON V_GUNICORN_CONF V_SUPERVISOR_SLOT \
   V_HEALTH_PATH V_HEALTH_HOST V_HEALTH_STATUS V_HEALTH_TIMEOUT V_HEALTH_ATTEMPTS V_KEEP_RELEASES \
-  V_RELEASE_COMMAND V_TRIGGERED_BY
+  V_RELEASE_COMMAND V_TRIGGERED_BY V_CACHE_ENTRIES
 
 app=$V_APP
 id=$V_RELEASE_ID
@@ -40,6 +40,10 @@ if [ ! -f "$release/.dropstack-complete" ]; then
   rm -rf "$tmp"
   cp -R "$V_UPLOAD_DIR" "$tmp"
   rm -rf "$tmp/.venv" "$tmp/shared"
+  # Python's caches are not part of a release (the release hash skips them too).
+  while IFS= read -r pattern; do
+    if [ -n "$pattern" ]; then find "$tmp" -depth -name "$pattern" -exec rm -rf {} +; fi
+  done <<<"$V_CACHE_ENTRIES"
   log "creating the virtualenv for release $id"
   # The venv sees the server's packages (gunicorn, pip); the system pip installs into the venv.
   # (--without-pip: seeding pip into every release costs ~90 s on a small droplet.)
