@@ -545,7 +545,9 @@ export interface ParseContext {
 export function parseSettings(raw: Record<string, unknown>, projectDir: string, ctx: ParseContext = {}): StackConfig {
   const result = schema.safeParse(raw);
   const problems = [...(ctx.earlier ?? [])];
-  if (!result.success) problems.push(...result.error.issues.map(formatIssue));
+  // A setting already reported while reading the config map (e.g. a list for a string) is not reported twice.
+  const reported = new Set(problems.map((p) => p.slice(0, p.indexOf(": "))));
+  if (!result.success) problems.push(...result.error.issues.filter((i) => !reported.has(`${NAMESPACE}:${String(i.path[0])}`)).map(formatIssue));
   if (problems.length || !result.success) {
     throw new ConfigError(problems);
   }

@@ -1,10 +1,47 @@
 import * as assert from "assert";
-import { ConfigError, loadConfig, NAMESPACE, OBJECT_KEYS, schema } from "../../components/config";
+import { execFileSync } from "child_process";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { ConfigError, loadConfig, NAMESPACE, OBJECT_KEYS, RESERVED_ACCOUNTS, schema } from "../../components/config";
+import { runProgram } from "../support/program";
 import { PROJECT_DIR, projectFile, stackConfig } from "../support/stackConfig";
-import { runFake } from "./fakeCloud";
 
 const GOOD_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq0ZmVgtq7V5H7lJ0sN7H1n2mE6w3xZ1YlB2m8jF0aQ alice@laptop";
-const load = (stack: string, overrides: Record<string, unknown> = {}) => loadConfig(stackConfig(stack, overrides), PROJECT_DIR);
+const load = (stack: string, overrides: Record<string, unknown> = {}, secretKeys: string[] = []) =>
+  loadConfig(stackConfig(stack, overrides), PROJECT_DIR, secretKeys);
+
+/** An OpenSSH public key line whose blob is built from the given fields (to make incomplete keys). */
+function keyLine(...fields: (string | Buffer)[]): string {
+  const parts = fields.map((f) => {
+    const b = typeof f === "string" ? Buffer.from(f, "latin1") : f;
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(b.length);
+    return Buffer.concat([len, b]);
+  });
+  return `ssh-ed25519 ${Buffer.concat(parts).toString("base64")} x@y`;
+}
+
+/** Made once for the table: a real CA certificate and its key, app folders with forbidden content. */
+const work = fs.mkdtempSync(path.join(os.tmpdir(), "dropstack-config-"));
+execFileSync("openssl", ["req", "-x509", "-newkey", "ed25519", "-nodes", "-subj", "/CN=test ACME CA", "-days", "2",
+  "-keyout", path.join(work, "ca.key"), "-out", path.join(work, "ca.pem")], { stdio: "ignore" });
+const CERT = fs.readFileSync(path.join(work, "ca.pem"), "utf8");
+const PRIVATE_KEY = fs.readFileSync(path.join(work, "ca.key"), "utf8");
+const PUBLIC_KEY_PEM = execFileSync("openssl", ["pkey", "-in", path.join(work, "ca.key"), "-pubout"], { encoding: "utf8" });
+function appWith(name: string, inside: string): string {
+  const dir = path.join(work, name);
+  fs.mkdirSync(path.join(dir, inside), { recursive: true });
+  fs.writeFileSync(path.join(dir, "app.py"), "app = None\n");
+  return dir;
+}
+const APP_WITH_GIT = appWith("with-git", ".git");
+const APP_WITH_NODE_MODULES = appWith("with-node-modules", "static/js/node_modules");
+const APP_WITH_VENV = appWith("with-venv", ".venv");
+after(() => fs.rmSync(work, { recursive: true, force: true }));
+
+const HUGE = "a".repeat(160_000);
+const ED25519_KEY = Buffer.alloc(32, 7);
 
 /** [what, overrides, key the error must name, words it must contain] */
 const BAD: [string, Record<string, unknown>, string, RegExp][] = [
@@ -68,6 +105,68 @@ const BAD: [string, Record<string, unknown>, string, RegExp][] = [
   ["health attempts 0", { healthAttempts: 0 }, "healthAttempts", /at least 1 attempt/],
   ["empty release command", { releaseCommand: "" }, "releaseCommand", /shell command/],
   ["release version with a space", { releaseVersion: "v 1" }, "releaseVersion", /version label/],
+  // allow-all in disguise, and networks nftables would refuse
+  ["SSH from two IPv4 halves", { sshAllowedCidrs: ["0.0.0.0/1", "128.0.0.0/1"] }, "sshAllowedCidrs", /cover every IPv4 address: that is allow-all; write "0\.0\.0\.0\/0"/],
+  ["SSH from IPv6 halves in capitals", { sshAllowedCidrs: ["203.0.113.0/24", "::/1", "8000::/1"] }, "sshAllowedCidrs", /cover every IPv6 address/],
+  ["SSH from all of IPv4 in uneven pieces", { sshAllowedCidrs: ["0.0.0.0/2", "64.0.0.0/2", "128.0.0.0/2", "192.0.0.0/3", "224.0.0.0/3"] }, "sshAllowedCidrs", /allow-all/],
+  ["SSH allow-all spelt another way", { sshAllowedCidrs: ["0:0::/0"] }, "sshAllowedCidrs", /write "::\/0"/],
+  ["egress to all of IPv4 in halves", { egress: [{ ports: 5432, to: ["0.0.0.0/1", "128.0.0.0/1"] }] }, "egress[0].to", /cover every IPv4 address/],
+  ["SSH network with host bits", { sshAllowedCidrs: ["203.0.113.7/24"] }, "sshAllowedCidrs[0]", /host bits set: write the network "203\.0\.113\.0\/24" or the one address "203\.0\.113\.7\/32"/],
+  ["IPv6 network with host bits, in capitals", { sshAllowedCidrs: ["2001:DB8::1/32"] }, "sshAllowedCidrs[0]", /"2001:db8::\/32"/],
+  ["egress network with host bits", { egress: [{ ports: 5432, to: ["10.114.0.5/20"] }] }, "egress[0].to[0]", /host bits/],
+  ["prefix length with a leading zero", { sshAllowedCidrs: ["10.0.0.0/08"] }, "sshAllowedCidrs[0]", /leading zero/],
+  ["IPv4 octet with a leading zero", { sshAllowedCidrs: ["010.0.0.0/8"] }, "sshAllowedCidrs[0]", /CIDR/],
+  ["the same SSH network twice, spelt differently", { sshAllowedCidrs: ["2001:db8::/32", "2001:DB8:0::/32"] }, "sshAllowedCidrs[1]", /listed twice/],
+  ["overlapping SSH networks", { sshAllowedCidrs: ["10.0.0.0/8", "10.1.0.0/16"] }, "sshAllowedCidrs[1]", /overlaps "10\.0\.0\.0\/8"/],
+  ["a network beside the explicit allow-all", { sshAllowedCidrs: ["0.0.0.0/0", "203.0.113.0/24"] }, "sshAllowedCidrs[1]", /overlaps "0\.0\.0\.0\/0"/],
+  // accounts that exist on the droplet, or each other
+  ["app named like the deploy user", { appName: "deploy" }, "appName", /same as dropstack:deployUser.*password-less sudo/],
+  ["app named www-data (nginx's user)", { appName: "www-data" }, "appName", /exists on a Debian droplet; the app would run as it/],
+  ["app named root", { appName: "root" }, "appName", /exists on a Debian droplet/],
+  ["app named like a group (sudo)", { appName: "sudo" }, "appName", /exists on a Debian droplet/],
+  ["deploy user that is a system account", { deployUser: "daemon" }, "deployUser", /exists on a Debian droplet; it would get password-less sudo/],
+  ["deploy user named like a group (adm)", { deployUser: "adm" }, "deployUser", /exists on a Debian droplet/],
+  ["deploy user named like sshd's account", { deployUser: "sshd" }, "deployUser", /exists on a Debian droplet/],
+  // private keys where they do not belong
+  ["CA bundle with a private key", { acmeCaBundle: CERT + PRIVATE_KEY }, "acmeCaBundle", /holds a private key/],
+  ["CA bundle that is only a private key", { acmeCaBundle: PRIVATE_KEY }, "acmeCaBundle", /holds a private key/],
+  ["CA bundle with a public key block", { acmeCaBundle: CERT + PUBLIC_KEY_PEM }, "acmeCaBundle", /holds a PUBLIC KEY block at line \d+; expected only certificates/],
+  ["CA bundle with text before the PEM", { acmeCaBundle: `issuer: test\n${CERT}` }, "acmeCaBundle", /line 1 is outside any PEM block/],
+  ["CA bundle with text between certificates", { acmeCaBundle: `${CERT}junk\n${CERT}` }, "acmeCaBundle", /outside any PEM block/],
+  ["CA bundle whose certificate does not parse", { acmeCaBundle: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n" }, "acmeCaBundle", /cannot be parsed/],
+  ["CA bundle cut short", { acmeCaBundle: CERT.slice(0, 200) }, "acmeCaBundle", /no -----END CERTIFICATE----- line/],
+  ["private key in a plain env value", { env: { TLS_KEY: PRIVATE_KEY } }, "env.TLS_KEY", /private key: put it in dropstack:secretEnv/],
+  // failures that would otherwise happen only on the server
+  ["FQDN over 253 characters", { host: Array(4).fill("a".repeat(63)).join(".") }, "host", /at most 253/],
+  ["host label over 63 characters", { host: "a".repeat(64) }, "host", /host label/],
+  ["host given as the full name", { host: "staging.example.com" }, "host", /full name; give the name within example\.com only, e\.g\. "staging"/],
+  ["host given as the zone itself", { host: "example.com" }, "host", /e\.g\. "@"/],
+  ["release version read as an option", { releaseVersion: "-rf" }, "releaseVersion", /starting with a letter or digit/],
+  ["release version that hides the release", { releaseVersion: ".v1" }, "releaseVersion", /starting with a letter or digit/],
+  ["email read as an option", { acmeEmail: "-ops@example.com" }, "acmeEmail", /email/],
+  ["whitespace-only release command", { releaseCommand: " \n\t " }, "releaseCommand", /not blank/],
+  ["public key with only its type in the blob", { adminSshKeys: [keyLine("ssh-ed25519")] }, "adminSshKeys[0]", /public key/],
+  ["public key whose key is cut short", { adminSshKeys: [keyLine("ssh-ed25519", ED25519_KEY.subarray(0, 31))] }, "adminSshKeys[0]", /public key/],
+  ["public key with bytes after the key", { adminSshKeys: [keyLine("ssh-ed25519", ED25519_KEY, "extra")] }, "adminSshKeys[0]", /public key/],
+  ["public key with base64 that is not canonical", { adminSshKeys: [`${GOOD_KEY.split(" ").slice(0, 2).join(" ")}==`] }, "adminSshKeys[0]", /public key/],
+  ["two keys in one entry", { adminSshKeys: [`${GOOD_KEY}\n${GOOD_KEY}`] }, "adminSshKeys[0]", /public key/],
+  ["an Ubuntu image", { image: "ubuntu-24-04-x64" }, "image", /Debian image slug/],
+  ["a custom image id", { image: "123456789" }, "image", /Debian image slug/],
+  ["domain given as a list", { domain: ["example.com"] }, "domain", /expected a single string, got a list/],
+  ["release command given as a list", { releaseCommand: ["flask", "db", "upgrade"] }, "releaseCommand", /expected a single string, got a list/],
+  ["WSGI target given as a map", { wsgi: { module: "app" } }, "wsgi", /expected a single string, got a map/],
+  ["app folder that is the project", { appSource: "." }, "appSource", /is the project folder or contains it/],
+  ["app folder above the project", { appSource: ".." }, "appSource", /is the project folder or contains it/],
+  ["app folder with .git", { appSource: APP_WITH_GIT }, "appSource", /contains \.git\/, which must not reach the server/],
+  ["app folder with node_modules deep inside", { appSource: APP_WITH_NODE_MODULES }, "appSource", /contains static\/js\/node_modules\//],
+  ["app folder with a virtualenv", { appSource: APP_WITH_VENV }, "appSource", /contains \.venv\//],
+  // bounded validation time: lengths are checked before any pattern
+  ["a 160 kB email", { acmeEmail: `${HUGE}@example.com` }, "acmeEmail", /too long/],
+  ["a 160 kB domain", { domain: `${HUGE}.com` }, "domain", /too long/],
+  ["a 160 kB ACME URL", { acmeServer: `https://${HUGE}` }, "acmeServer", /too long/],
+  ["a 160 kB public key", { adminSshKeys: [`ssh-ed25519 ${HUGE}`] }, "adminSshKeys[0]", /too long/],
+  ["a 160 kB network", { sshAllowedCidrs: [HUGE] }, "sshAllowedCidrs[0]", /too long/],
+  ["a 160 kB env value", { env: { A: `${HUGE}${HUGE}` } }, "env.A", /at most 64 KiB/],
 ];
 
 describe("config validation", () => {
@@ -90,13 +189,60 @@ describe("config validation", () => {
   it("accepts both stacks and a full set of good values", () => {
     assert.strictEqual(load("staging").fqdn, "staging.example.com");
     assert.strictEqual(load("prod").fqdn, "example.com");
+    const rsa = execFileSync("bash", ["-c", `ssh-keygen -q -t rsa -b 2048 -N '' -C bob@desk -f ${work}/rsa && cat ${work}/rsa.pub`], { encoding: "utf8" });
+    const ecdsa = execFileSync("bash", ["-c", `ssh-keygen -q -t ecdsa -b 384 -N '' -C carol -f ${work}/ec && cat ${work}/ec.pub`], { encoding: "utf8" });
     const c = load("staging", {
-      adminSshKeys: [GOOD_KEY], sshAllowedCidrs: ["0.0.0.0/0", "::/0", "2001:db8::/32"], workers: 1,
-      wsgi: "app:app", host: "api.eu", tls: false, acmeEmail: undefined,
+      // keys as `cat key.pub` gives them, trailing newline included
+      adminSshKeys: [GOOD_KEY, rsa, ecdsa], sshAllowedCidrs: ["0.0.0.0/0", "::/0"], workers: 1,
+      wsgi: "app:app", host: "api.eu", tls: false, acmeEmail: undefined, acmeCaBundle: `${CERT}\n${CERT}`,
+      releaseCommand: "[ -f manage.py ] && python manage.py migrate", releaseVersion: "v1.4.2",
     });
     assert.strictEqual(c.fqdn, "api.eu.example.com");
     assert.strictEqual(c.workers, 1);
     assert.strictEqual(c.hasStatic, true);
+    assert.deepStrictEqual(c.adminSshKeys, [GOOD_KEY, rsa.trimEnd(), ecdsa.trimEnd()]);
+    assert.deepStrictEqual(c.warnings, []);
+  });
+
+  it("writes networks in one canonical form: lower case, shortest IPv6", () => {
+    const c = load("staging", { sshAllowedCidrs: ["2001:DB8:0:0:0:0:0:0/32", "198.51.100.0/24", "FD00::/8"], egress: [{ ports: 5432, to: ["2001:0db8:0001::/48"] }] });
+    assert.deepStrictEqual(c.sshAllowedCidrs, ["2001:db8::/32", "198.51.100.0/24", "fd00::/8"]);
+    assert.deepStrictEqual(c.egress[0].to, ["2001:db8:1::/48"]);
+  });
+
+  it("reserves every account and group of Debian's base-passwd", () => {
+    for (const file of ["passwd.master", "group.master"]) {
+      const master = path.join("/usr/share/base-passwd", file);
+      if (!fs.existsSync(master)) continue; // not a Debian host; the list in config.ts stands
+      for (const name of fs.readFileSync(master, "utf8").split("\n").filter(Boolean).map((l) => l.split(":")[0])) {
+        assert.ok(RESERVED_ACCOUNTS.includes(name), `${name} (${file}) is not reserved`);
+      }
+    }
+  });
+
+  it("warns about a namespace that looks like a typo of dropstack:, and ignores other namespaces", () => {
+    const all = { ...stackConfig("staging"), "dropstak:workers": "3", "Dropstack:region": "nyc3", "digitalocean:token": "x", "dropstackx:host": "a" };
+    const c = loadConfig(all, PROJECT_DIR);
+    assert.deepStrictEqual(c.warnings.map((w) => w.split(":").slice(0, 2).join(":")).sort(), ["Dropstack:region", "dropstackx:host", "dropstak:workers"]);
+    for (const w of c.warnings) assert.match(w, /looks like a typo of "dropstack"; dropstack reads only dropstack:\* settings, so this one is ignored/);
+    assert.strictEqual(c.workers, 1, "the typo'd setting is not read");
+  });
+
+  it("keeps secrets secret: a setting stored with --secret marks the step it flows into; public settings cannot be secret", () => {
+    assert.deepStrictEqual(load("staging").secretSteps, []);
+    assert.deepStrictEqual(load("staging", { secretEnv: { A: "1" } }, ["dropstack:secretEnv"]).secretSteps, ["release"]);
+    assert.deepStrictEqual(load("staging", {}, ["dropstack:acmeServer"]).secretSteps, ["certificate"]);
+    assert.deepStrictEqual(load("staging", { releaseCommand: "run" }, ["dropstack:releaseCommand", "dropstack:acmeCaBundle"]).secretSteps, ["certificate", "release"]);
+    assert.deepStrictEqual(load("staging", {}, ["other:key"]).secretSteps, []);
+    assert.throws(() => load("staging", {}, ["dropstack:domain"]), (e: ConfigError) =>
+      /^dropstack:domain: stored as a secret, but this setting is public .* set it without --secret/.test(e.problems[0]));
+  });
+
+  it("warns (and still hides them) when secretEnv values are not stored with --secret", () => {
+    const plainStored = load("staging", { secretEnv: { API_TOKEN: "t" } });
+    assert.match(plainStored.warnings.join("\n"), /dropstack:secretEnv: stored in plain text.*--secret --path 'dropstack:secretEnv\.NAME'/);
+    assert.deepStrictEqual(plainStored.secretSteps, ["release"]);
+    assert.deepStrictEqual(load("staging", { secretEnv: { API_TOKEN: "t" } }, ["dropstack:secretEnv"]).warnings, []);
   });
 
   it("reads egress rules: tcp by default, a port as number or text, a range, both address families", () => {
@@ -113,12 +259,34 @@ describe("config validation", () => {
     ]);
   });
 
-  it("rejects bad config before any resource is registered", async () => {
-    await assert.rejects(runFake({ overrides: { domain: undefined } }), (e: unknown) => {
-      assert.ok(e instanceof Error && /dropstack:domain: required/.test(e.message), String(e));
-      return true;
+  const DANGEROUS: [string, Record<string, unknown>, string[]][] = [
+    ["missing domain", { domain: undefined }, []],
+    ["SSH allow-all in disguise", { sshAllowedCidrs: ["0.0.0.0/1", "128.0.0.0/1"] }, []],
+    ["the app as nginx's user", { appName: "www-data" }, []],
+    ["the app as the deploy user", { appName: "deploy" }, []],
+    ["an existing account with sudo", { deployUser: "daemon" }, []],
+    ["a private key in the CA bundle", { acmeCaBundle: CERT + PRIVATE_KEY }, []],
+    ["a private key in a plain env value", { env: { KEY: PRIVATE_KEY } }, []],
+    ["a public setting stored as a secret", {}, ["dropstack:domain"]],
+    ["the project folder as the app", { appSource: "." }, []],
+  ];
+  for (const [what, overrides, secretKeys] of DANGEROUS) {
+    it(`refuses ${what} before any resource is registered`, async () => {
+      const registered: string[] = [];
+      await assert.rejects(runProgram({
+        stack: "staging", config: stackConfig("staging", overrides), secretKeys,
+        newResource: async (args) => {
+          registered.push(args.name);
+          return { id: args.name, state: args.inputs };
+        },
+      }), (e: unknown) => {
+        // the program loads its own copy of components/config: compare by name
+        assert.ok(e instanceof Error && e.name === "ConfigError", String(e));
+        return true;
+      });
+      assert.deepStrictEqual(registered, []);
     });
-  });
+  }
 
   it("protects and backs up prod, and only prod", () => {
     assert.strictEqual(load("prod").protect, true);
