@@ -153,8 +153,30 @@ rm -f "$socket"
 supervisorctl update >/dev/null
 supervisorctl start "$app-$new_slot" >/dev/null 2>&1 || true
 
+# Sets `died` to why the new slot's gunicorn is no longer the process that was started ("" while it
+# is): supervisor shows it exited (BACKOFF, EXITED, FATAL), or restarted it (another pid) after it
+# died running. Runs in this shell (not $(...)): it remembers the first pid it saw.
+first_pid=
+died=
+check_slot() {
+  local state pid
+  died=
+  state=$(supervisorctl status "$app-$new_slot" 2>/dev/null | awk '{print $2}' || true)
+  case "$state" in
+    BACKOFF|EXITED|FATAL) died="supervisor: $state"; return 0 ;;
+  esac
+  pid=$(supervisorctl pid "$app-$new_slot" 2>/dev/null || true)
+  [[ $pid =~ ^[1-9][0-9]*$ ]] || return 0
+  if [ -z "$first_pid" ]; then first_pid=$pid; elif [ "$pid" != "$first_pid" ]; then died="supervisor restarted it: pid $first_pid exited"; fi
+}
+
 code=
+started=$SECONDS
 for attempt in $(seq 1 "$health_attempts"); do
+  check_slot
+  if [ -n "$died" ]; then
+    fail "the new slot's gunicorn exited $((SECONDS - started)) s after it started, before it passed the health check ($((attempt - 1)) of $health_attempts checks made; $died): it crashed at start, e.g. an import error"
+  fi
   code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time "$health_timeout" --unix-socket "$socket" \
     -H "Host: $health_host" -H 'X-Forwarded-Proto: https' "http://localhost$health_path" 2>/dev/null || true)
   [ "$code" = "$health_status" ] && break

@@ -9,6 +9,7 @@ import * as net from "net";
 import * as os from "os";
 import * as path from "path";
 import { promisify } from "util";
+import { RESERVED_ACCOUNTS } from "../../components/config";
 import { decodeValues } from "../../components/shell";
 import { Pebble } from "../localcloud/acme";
 import { LocalCloud, UpResult } from "../localcloud/engine";
@@ -320,6 +321,12 @@ describe("end to end on the local cloud", function () {
     assert.strictEqual((await onServer("sudo stat -c '%a %U:%G' /srv/app/shared/env.json")).trim(), "600 app:app");
   });
 
+  it("reserves every account and group the provisioned droplet has: no setting can collide with one", async () => {
+    const names = (await onServer("getent passwd | cut -d: -f1; getent group | cut -d: -f1")).trim().split("\n");
+    const unreserved = [...new Set(names)].filter((n) => n !== "deploy" && n !== "app" && !RESERVED_ACCOUNTS.includes(n));
+    assert.deepStrictEqual(unreserved, [], "accounts on the droplet that dropstack:appName or dropstack:deployUser could still take");
+  });
+
   it("delivers a secret with every awkward character byte for byte, and no log holds it", async () => {
     const r = await curl(`https://${LOCAL_FQDN}/debug/secret-sha256`);
     assert.strictEqual(r.code, 200, r.body);
@@ -391,7 +398,7 @@ describe("end to end on the local cloud", function () {
     assert.match(await onServer("readlink /srv/app/current"), new RegExp(v2Release));
   });
 
-  async function refusedRelease(what: RegExp): Promise<void> {
+  async function refusedRelease(what: RegExp): Promise<string> {
     const { error, outcomes } = await underLoad(() => cloud.up());
     assert.ok(error, "the up must fail");
     assert.match(String(error), /was NOT switched live/);
@@ -400,12 +407,18 @@ describe("end to end on the local cloud", function () {
     assert.deepStrictEqual(markerRuns(outcomes), ["v2"], "v2 keeps serving");
     assert.match(await onServer("readlink /srv/app/current"), new RegExp(v2Release));
     assert.strictEqual((await onServer("sudo supervisorctl status")).trim().split("\n").length, 1, "the failed slot is stopped");
+    return String(error);
   }
 
-  it("refuses a release that crashes on import: up fails with the traceback, v2 keeps serving", async () => {
+  it("refuses a release that crashes on import as soon as its slot exits: up fails with the traceback, v2 keeps serving", async () => {
     editApp('VERSION = "v2"', 'VERSION = "v2"\nraise RuntimeError("boom at import")');
     try {
-      await refusedRelease(/boom at import/);
+      const error = await refusedRelease(/Traceback[\s\S]*RuntimeError: boom at import/);
+      // Refused because the slot exited, not because every health check ran out.
+      const m = /gunicorn exited (\d+) s after it started, before it passed the health check \((\d+) of (\d+) checks made/.exec(error);
+      assert.ok(m, `not refused for exiting: ${error.slice(0, 2000)}`);
+      assert.ok(Number(m[2]) < Number(m[3]), `every health check ran: ${m[0]}`);
+      measured.push(["crashing release refused after its slot started", `${m[1]} s (${m[2]} of ${m[3]} health checks made)`]);
     } finally {
       editApp('VERSION = "v2"\nraise RuntimeError("boom at import")', 'VERSION = "v2"');
     }

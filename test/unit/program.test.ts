@@ -165,6 +165,36 @@ describe("secrets", () => {
     assert.strictEqual(JSON.parse(stdinOf(release).ENV_JSON).API_TOKEN, secretValue, "the value arrives unchanged");
   });
 
+  /** Asserts that no plain input of any resource and no output holds `value` (nor its base64). */
+  function assertNowherePlain(r: Awaited<ReturnType<typeof runFake>>, value: string): void {
+    for (const res of r.resources) {
+      for (const s of plainStrings(res.inputs)) {
+        assert.ok(!s.value.includes(value), `${res.name}.${s.path} holds the secret in plain text`);
+        assert.ok(!s.value.includes(Buffer.from(value).toString("base64")), `${res.name}.${s.path} holds the secret base64-encoded`);
+      }
+    }
+    for (const [name, o] of Object.entries(r.outputs)) assert.ok(!JSON.stringify(o.value ?? "").includes(value), `output ${name} holds the secret`);
+  }
+
+  it("keeps a credential in the ACME URL secret when it was stored with --secret: the certificate step logs nothing", async () => {
+    const acmeServer = "https://acme:hunter2-token@acme.internal.example.com/directory";
+    const plainRun = await runFake({ overrides: { acmeServer } });
+    assert.strictEqual(byName(plainRun, "certificate-certbot").inputs.logging, "stdoutAndStderr", "without --secret the step logs as usual");
+    const r = await runFake({ overrides: { acmeServer }, secretKeys: ["dropstack:acmeServer"] });
+    assertNowherePlain(r, "hunter2-token");
+    const cert = byName(r, "certificate-certbot");
+    assert.ok(isSecretValue(cert.inputs.stdin), "certificate stdin must be secret");
+    assert.strictEqual(cert.inputs.logging, "none");
+    assert.strictEqual(stdinOf(cert).ACME_SERVER, acmeServer, "the value arrives unchanged");
+    assert.strictEqual(byName(r, "site-nginx").inputs.logging, "stdoutAndStderr", "steps without the secret still log");
+  });
+
+  it("keeps plain env and the release command secret when they were stored with --secret", async () => {
+    const r = await runFake({ overrides: { env: { DSN: "db-password-42" }, releaseCommand: "PGPASSWORD=db-password-42 migrate" }, secretKeys: ["dropstack:env", "dropstack:releaseCommand"] });
+    assertNowherePlain(r, "db-password-42");
+    assert.strictEqual(byName(r, "app-release").inputs.logging, "none");
+  });
+
   it("keeps the deploy and host private keys out of plain inputs and outputs", async () => {
     const r = await run();
     for (const res of r.resources) {
