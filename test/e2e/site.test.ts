@@ -1,5 +1,5 @@
 // End to end on the local cloud: one `up` of the real program against a brand-new simulated
-// droplet, then the checks a user would make. See test/localcloud/ for the cloud itself.
+// droplet, then the checks a user would make. See localcloud/ for the cloud itself.
 import * as assert from "assert";
 import { execFile } from "child_process";
 import { createHash } from "crypto";
@@ -11,14 +11,14 @@ import * as path from "path";
 import { promisify } from "util";
 import { RESERVED_ACCOUNTS } from "../../components/config";
 import { decodeValues } from "../../components/shell";
-import { Pebble } from "../localcloud/acme";
-import { LocalCloud, UpResult } from "../localcloud/engine";
-import { ensureImage } from "../localcloud/image";
-import { LOCAL_FQDN, localConfig, startLocalPebble } from "../localcloud/localStack";
-import { sshExec, sshOutput, SshConnection } from "../localcloud/ssh";
-import { appVersion, closedLoop, failures, LoadTarget, markerRuns, Outcome } from "../support/load";
-import { waitUntil } from "../localcloud/util";
-import { PROJECT_DIR } from "../support/stackConfig";
+import { Pebble } from "../../localcloud/acme";
+import { LocalCloud, UpResult } from "../../localcloud/engine";
+import { ensureImage } from "../../localcloud/image";
+import { LOCAL_FQDN, localConfig, startLocalPebble } from "../../localcloud/localStack";
+import { sshExec, sshOutput, SshConnection } from "../../localcloud/ssh";
+import { appVersion, closedLoop, failures, LoadTarget, markerRuns, Outcome } from "../../localcloud/load";
+import { waitUntil } from "../../localcloud/util";
+import { PROJECT_DIR } from "../../localcloud/stackConfig";
 
 const execFileP = promisify(execFile);
 /** Everything the harness printed, to check that no secret ever reached a log. */

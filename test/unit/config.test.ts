@@ -4,8 +4,8 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { ConfigError, loadConfig, NAMESPACE, OBJECT_KEYS, RESERVED_ACCOUNTS, schema } from "../../components/config";
-import { runProgram } from "../support/program";
-import { PROJECT_DIR, projectFile, stackConfig } from "../support/stackConfig";
+import { runProgram } from "../../localcloud/program";
+import { PROJECT_DIR, projectFile, stackConfig } from "../../localcloud/stackConfig";
 
 const GOOD_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq0ZmVgtq7V5H7lJ0sN7H1n2mE6w3xZ1YlB2m8jF0aQ alice@laptop";
 const load = (stack: string, overrides: Record<string, unknown> = {}, secretKeys: string[] = []) =>

@@ -2,8 +2,8 @@
 // return, deterministic so that two evaluations can be compared.
 import * as crypto from "crypto";
 import * as pulumi from "@pulumi/pulumi";
-import { runProgram, RunResult } from "../support/program";
-import { stackConfig } from "../support/stackConfig";
+import { runProgram, RunResult } from "../../localcloud/program";
+import { stackConfig } from "../../localcloud/stackConfig";
 
 export const DROPLET_IPV4 = "203.0.113.10";
 export const DROPLET_IPV6 = "2001:db8::10";

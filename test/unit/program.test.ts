@@ -4,8 +4,8 @@ import * as os from "os";
 import * as path from "path";
 import { decodeValues } from "../../components/shell";
 import { spawnSync } from "child_process";
-import { runProgram } from "../support/program";
-import { PROJECT_DIR, stackConfig } from "../support/stackConfig";
+import { runProgram } from "../../localcloud/program";
+import { PROJECT_DIR, stackConfig } from "../../localcloud/stackConfig";
 import { byName, byType, DEPLOY_PRIVATE_KEY, DROPLET_IPV4, DROPLET_IPV6, HOST_PUBLIC_KEY, isSecretValue, plain, plainStrings, runFake } from "./fakeCloud";
 
 const COMMAND = "command:remote:Command";

@@ -7,7 +7,7 @@ import { spawnSync } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 import * as YAML from "yaml";
-import { PROJECT_DIR } from "../support/stackConfig";
+import { PROJECT_DIR } from "../../localcloud/stackConfig";
 
 type Dict = Record<string, unknown>;
 

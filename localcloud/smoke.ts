@@ -1,6 +1,6 @@
 // End-to-end check of the local cloud: image, pebble, one VM, SSH, cloud-init,
 // apt inside the guest, the guest reaching pebble, mock DNS, clean power-off.
-//   TS_NODE_TRANSPILE_ONLY=1 npx ts-node test/localcloud/smoke.ts
+//   TS_NODE_TRANSPILE_ONLY=1 npx ts-node localcloud/smoke.ts
 import * as dns from "dns";
 import * as fsp from "fs/promises";
 import * as path from "path";
@@ -10,7 +10,7 @@ import { HostKeyMismatchError, sftpWriteDir, sshExec, SshConnection, waitForSshL
 import { formatDuration, run } from "./util";
 import { bootVm, freeLoopbackAddress, stopAll, Vm } from "./vm";
 
-const WORK_DIR = path.resolve(__dirname, "../../.localcloud/smoke");
+const WORK_DIR = path.resolve(__dirname, "../.localcloud/smoke");
 const HOSTNAME = "smoke-droplet";
 const DNS_NAME = "smoke.example.test";
 

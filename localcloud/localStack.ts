@@ -1,6 +1,6 @@
 // The stack configuration the local cloud runs the program with: the staging stack's settings,
 // pointed at the local ACME server (Pebble) and the simulated droplet.
-import { stackConfig } from "../support/stackConfig";
+import { stackConfig } from "./stackConfig";
 import { Pebble, startPebble } from "./acme";
 import { freePort, Logger } from "./util";
 

@@ -8,7 +8,7 @@ import { LocalCloud } from "./engine";
 import { ensureImage } from "./image";
 import { LOCAL_FQDN, localConfig, startLocalPebble } from "./localStack";
 
-const STATE_DIR = process.env.DROPSTACK_LOCAL_STATE ?? path.resolve(__dirname, "..", "..", ".localcloud");
+const STATE_DIR = process.env.DROPSTACK_LOCAL_STATE ?? path.resolve(__dirname, "..", ".localcloud");
 
 async function main(): Promise<void> {
   const cmd = process.argv[2] ?? "up";
