@@ -6,16 +6,15 @@ import { createHash } from "crypto";
 import { Client, ConnectConfig } from "ssh2";
 import * as fs from "fs";
 import * as net from "net";
-import * as os from "os";
 import * as path from "path";
 import { promisify } from "util";
 import { RESERVED_ACCOUNTS } from "../../components/config";
 import { decodeValues } from "../../components/shell";
 import { Pebble } from "../../localcloud/acme";
 import { LocalCloud, UpResult } from "../../localcloud/engine";
-import { ensureImage } from "../../localcloud/image";
-import { LOCAL_FQDN, localConfig, startLocalPebble } from "../../localcloud/localStack";
-import { sshExec, sshOutput, SshConnection } from "../../localcloud/ssh";
+import { LOCAL_FQDN, localConfig } from "../../localcloud/localStack";
+import { Http, LocalSession, stepPhases } from "../../localcloud/session";
+import { sshExec, SshConnection } from "../../localcloud/ssh";
 import { appVersion, closedLoop, failures, LoadTarget, markerRuns, Outcome } from "../../localcloud/load";
 import { waitUntil } from "../../localcloud/util";
 import { PROJECT_DIR } from "../../localcloud/stackConfig";
@@ -33,10 +32,8 @@ const SECRET = `-----BEGIN TEST KEY-----\n${CANARY} '"\`$HOME $(id) \\back\\slas
 const phases: [string, number][] = [];
 const measured: [string, string][] = [];
 
-interface Http { code: number; body: string; headers: string }
-
 describe("end to end on the local cloud", function () {
-  let work: string;
+  let session: LocalSession;
   let appDir: string;
   let pebble: Pebble;
   let cloud: LocalCloud;
@@ -49,9 +46,9 @@ describe("end to end on the local cloud", function () {
   let egressPort: number;
 
   /** The end-to-end stack: the local config plus a secret and the test-only debug route. */
-  function e2eConfig(overrides: Record<string, unknown> = {}): Record<string, string> {
-    return localConfig(pebble, {
-      appSource: appDir,
+  function e2eConfig(overrides: Record<string, unknown> = {}, p = pebble, app = appDir): Record<string, string> {
+    return localConfig(p, {
+      appSource: app,
       env: { APP_TITLE: "dropstack on the local cloud", DROPSTACK_DEBUG_ROUTES: "1" },
       hsts: true,
       secretEnv: { SECRET_PROBE: SECRET },
@@ -60,81 +57,29 @@ describe("end to end on the local cloud", function () {
     });
   }
 
-  /** curl through the VM's address with the site's name, trusting Pebble's root. */
-  async function curl(url: string, extra: string[] = []): Promise<Http> {
-    const u = new URL(url);
-    const port = u.protocol === "https:" ? 443 : 80;
-    const args = ["-sS", "--max-time", "20", "--cacert", rootCa, "--resolve", `${u.hostname}:${port}:${ip}`, "-D", "-", ...extra, url];
-    const { stdout } = await execFileP("curl", args, { maxBuffer: 10 * 1024 * 1024 });
-    const split = stdout.indexOf("\r\n\r\n");
-    const headers = stdout.slice(0, split);
-    return { code: Number(/^HTTP\/\S+ (\d+)/.exec(headers)?.[1] ?? 0), headers, body: stdout.slice(split + 4) };
-  }
-
-  const onServer = (command: string, stdin?: string): Promise<string> => sshOutput(conn, command, { stdin, timeoutMs: 10 * 60_000 });
-
-  /** The live blue/green slot's supervisor program, e.g. "app-blue". */
-  async function liveProgram(): Promise<string> {
-    const status = await onServer("sudo dropstack-switch --status");
-    const slot = /slot=(blue|green)/.exec(status)?.[1];
-    assert.ok(slot, `no live slot: ${status}`);
-    return `app-${slot}`;
-  }
-
-  async function waitForSite(what: string, timeoutMs: number): Promise<Http> {
-    let last = "nothing yet";
-    return waitUntil(what, timeoutMs, async () => {
-      try {
-        const r = await curl(`https://${LOCAL_FQDN}/`);
-        last = `${r.code} ${r.body.slice(0, 200)}`;
-        return r.code === 200 ? r : undefined;
-      } catch (e) {
-        last = String(e);
-        return undefined;
-      }
-    }, { intervalMs: 500, debug: () => `last answer: ${last}` });
-  }
+  const curl = (url: string, extra: string[] = []): Promise<Http> => session.curl(url, extra);
+  const onServer = (command: string, stdin?: string): Promise<string> => session.onServer(command, stdin);
+  const liveProgram = (): Promise<string> => session.liveProgram();
+  const waitForSite = (what: string, timeoutMs: number): Promise<Http> => session.waitForSite(what, timeoutMs);
 
   before(async function () {
     this.timeout(60 * 60_000);
-    work = fs.mkdtempSync(path.join(os.tmpdir(), "dropstack-e2e-"));
-    appDir = path.join(work, "app");
-    fs.cpSync(path.join(PROJECT_DIR, "app"), appDir, { recursive: true });
     egressServer = net.createServer((sock) => sock.end("HTTP/1.0 200 OK\r\n\r\negress open\n"));
     await new Promise<void>((resolve) => egressServer.listen(0, "127.0.0.1", resolve));
     egressPort = (egressServer.address() as net.AddressInfo).port;
-
-    let t = Date.now();
-    await ensureImage(log);
-    phases.push(["image (build or cache)", Date.now() - t]);
-    pebble = await startLocalPebble(work, log);
-    cloud = new LocalCloud({
-      stateDir: path.join(work, "state"), stack: "e2e", pebble, log,
-      config: e2eConfig(),
-      secretKeys: ["dropstack:secretEnv"],
+    session = await LocalSession.start({
+      stack: "e2e", log, secretKeys: ["dropstack:secretEnv"],
+      config: (p, app) => e2eConfig({}, p, app),
     });
-    t = Date.now();
-    first = await cloud.up();
-    phases.push(["first up (total)", Date.now() - t]);
-    const ms = (name: string) => first.steps.filter((s) => s.name === name).reduce((a, s) => a + s.ms, 0);
-    phases.push(["  boot (droplet until ssh answers)", ms("server-droplet")]);
-    phases.push(["  wait for cloud-init", ms("host-cloud-init")]);
-    phases.push(["  provisioning (packages, users, nginx)", ms("host-base")]);
-    phases.push(["  certificate (certbot + Pebble)", ms("certificate-certbot")]);
-    phases.push(["  nginx site", ms("site-nginx")]);
-    phases.push(["  release (upload + venv + health check)", ms("app-upload") + ms("app-release")]);
-    ip = String(first.outputs.ipv4Address.value);
-    const key = first.resources.find((r) => r.name === "deploy-key-key");
-    const hostKey = first.resources.find((r) => r.name === "host-key-key");
-    conn = { host: ip, user: "deploy", privateKey: String(key?.state.privateKeyOpenssh), hostKey: String(hostKey?.state.publicKeyOpenssh).trim() };
-    rootCa = path.join(work, "pebble-root.pem");
-    fs.writeFileSync(rootCa, await pebble.rootCertificatePem());
+    ({ appDir, pebble, cloud, first, ip, conn, rootCa } = session);
+    phases.push(["image (build or cache)", session.imageSeconds * 1000]);
+    phases.push(["first up (total)", session.firstUpSeconds * 1000]);
+    for (const [name, seconds] of stepPhases(first)) phases.push([`  ${name}`, seconds * 1000]);
   });
 
   afterEach(async function () {
     if (this.currentTest?.state !== "failed" || !conn) return;
-    const dropletId = String(first?.outputs.dropletId.value);
-    console.log("---- VM console (last 40 lines) ----\n" + (cloud?.vm(dropletId)?.consoleTail(40) ?? "(no VM)"));
+    console.log("---- VM console (last 40 lines) ----\n" + session.consoleTail(40));
     const r = await sshExec(conn, "sudo bash -c 'tail -n 30 /srv/app/shared/log/*.log /var/log/nginx/error.log; supervisorctl status'", { timeoutMs: 60_000 }).catch((e) => ({ stdout: String(e), stderr: "" }));
     console.log(`---- server logs ----\n${r.stdout}${r.stderr}`);
   });
@@ -142,15 +87,13 @@ describe("end to end on the local cloud", function () {
   after(async function () {
     this.timeout(5 * 60_000);
     egressServer?.close();
-    if (cloud) await cloud.down().catch((e) => console.error(`down failed: ${e}`));
-    if (pebble) await pebble.stop();
+    if (session) await session.stop(log);
     console.log("\n      Phase timings (wall time on this machine):");
     for (const [name, msv] of phases) console.log(`        ${name.padEnd(44)} ${(msv / 1000).toFixed(1)} s`);
     for (const [name, v] of measured) console.log(`        ${name.padEnd(44)} ${v}`);
     const out = path.join(PROJECT_DIR, "bench", "results");
     fs.mkdirSync(out, { recursive: true });
     fs.writeFileSync(path.join(out, "e2e-phases.json"), `${JSON.stringify({ date: new Date().toISOString(), phases: Object.fromEntries(phases.map(([n, v]) => [n.trim(), v / 1000])), measured: Object.fromEntries(measured) }, null, 2)}\n`);
-    if (work) fs.rmSync(work, { recursive: true, force: true });
   });
 
   it("serves the sample app over HTTPS with a certificate for the name, chaining to Pebble's root", async () => {
@@ -347,7 +290,7 @@ describe("end to end on the local cloud", function () {
       const r = await sshExec(conn, "cat /proc/sys/kernel/random/boot_id", { timeoutMs: 20_000 }).catch(() => undefined);
       const id = r?.stdout.trim();
       return id && id !== bootId ? id : undefined;
-    }, { intervalMs: 2000, debug: () => cloud.vm(String(first.outputs.dropletId.value))?.consoleTail(40) ?? "" });
+    }, { intervalMs: 2000, debug: () => session.consoleTail(40) });
     await waitForSite("the site after reboot", 5 * 60_000);
     measured.push(["site back after reboot", `${((Date.now() - t) / 1000).toFixed(1)} s`]);
   });

@@ -1,0 +1,157 @@
+// A stack on the local cloud, booted and reachable the way a user reaches theirs: the image,
+// Pebble, the first `up`, SSH pinned to the generated host key, curl with Pebble's root trusted.
+// One place for what the end-to-end suite and the benchmarks both need.
+import { execFile } from "child_process";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { promisify } from "util";
+import { Pebble } from "./acme";
+import { LocalCloud, UpResult } from "./engine";
+import { ensureImage } from "./image";
+import { LOCAL_FQDN, startLocalPebble } from "./localStack";
+import { sshOutput, SshConnection } from "./ssh";
+import { PROJECT_DIR } from "./stackConfig";
+import { Logger, waitUntil } from "./util";
+
+const execFileP = promisify(execFile);
+
+export interface Http { code: number; body: string; headers: string }
+
+export interface SessionOptions {
+  /** Stack name in the local cloud's state. */
+  stack: string;
+  /** The stack's flat config map, given Pebble (the ACME URL and CA bundle come from it). */
+  config: (pebble: Pebble, appDir: string) => Record<string, string>;
+  /** Config keys stored as secrets. */
+  secretKeys?: string[];
+  log: Logger;
+}
+
+/** The first `up`'s steps as named phases (seconds), the same names everywhere figures appear. */
+export function stepPhases(up: UpResult): [string, number][] {
+  const s = (...names: string[]) => up.steps.filter((x) => names.includes(x.name)).reduce((a, x) => a + x.ms, 0) / 1000;
+  return [
+    ["boot (droplet until ssh answers)", s("server-droplet")],
+    ["wait for cloud-init", s("host-cloud-init")],
+    ["provisioning (packages, users, nginx)", s("host-base")],
+    ["certificate (certbot + Pebble)", s("certificate-certbot")],
+    ["nginx site", s("site-nginx")],
+    ["release (upload + venv + health check)", s("app-upload", "app-release")],
+  ];
+}
+
+/** One booted stack: `LocalSession.start`, then the helpers, then `stop`. */
+export class LocalSession {
+  private constructor(
+    /** Scratch folder: the app copy, the state, Pebble's files. Removed by stop(). */
+    readonly work: string,
+    /** A copy of the sample app, for the test or benchmark to edit. */
+    readonly appDir: string,
+    readonly pebble: Pebble,
+    readonly cloud: LocalCloud,
+    /** The first `up`, with its steps and timings. */
+    readonly first: UpResult,
+    /** Seconds the image took (0 when cached) and the first up took. */
+    readonly imageSeconds: number,
+    readonly firstUpSeconds: number,
+    readonly ip: string,
+    /** SSH as the deploy user with the generated key, the host key pinned. */
+    readonly conn: SshConnection,
+    /** A file holding the root that Pebble's certificates chain to. */
+    readonly rootCa: string,
+  ) {}
+
+  /** Builds or reuses the image, starts Pebble, runs the first `up` of the sample app's copy. */
+  static async start(opts: SessionOptions): Promise<LocalSession> {
+    const work = fs.mkdtempSync(path.join(os.tmpdir(), `dropstack-${opts.stack}-`));
+    const appDir = path.join(work, "app");
+    fs.cpSync(path.join(PROJECT_DIR, "app"), appDir, { recursive: true });
+    let t = Date.now();
+    await ensureImage(opts.log);
+    const imageSeconds = (Date.now() - t) / 1000;
+    // On 443 like a real ACME server: the droplet's firewall lets HTTPS out and nothing else.
+    const pebble = await startLocalPebble(work, opts.log);
+    const cloud = new LocalCloud({
+      stateDir: path.join(work, "state"), stack: opts.stack, pebble, log: opts.log,
+      config: opts.config(pebble, appDir), secretKeys: opts.secretKeys,
+    });
+    t = Date.now();
+    let first: UpResult;
+    try {
+      first = await cloud.up();
+    } catch (e) {
+      await cloud.down().catch((d) => opts.log(`down after a failed up: ${d}`));
+      await pebble.stop();
+      fs.rmSync(work, { recursive: true, force: true });
+      throw e;
+    }
+    const firstUpSeconds = (Date.now() - t) / 1000;
+    const ip = String(first.outputs.ipv4Address.value);
+    const state = (name: string) => first.resources.find((r) => r.name === name)?.state ?? {};
+    const conn = {
+      host: ip, user: "deploy",
+      privateKey: String(state("deploy-key-key").privateKeyOpenssh),
+      hostKey: String(state("host-key-key").publicKeyOpenssh).trim(),
+    };
+    const rootCa = path.join(work, "pebble-root.pem");
+    fs.writeFileSync(rootCa, await pebble.rootCertificatePem());
+    return new LocalSession(work, appDir, pebble, cloud, first, imageSeconds, firstUpSeconds, ip, conn, rootCa);
+  }
+
+  /** Runs a command on the droplet as the deploy user; throws with its output when it fails. */
+  onServer(command: string, stdin?: string, timeoutMs = 10 * 60_000): Promise<string> {
+    return sshOutput(this.conn, command, { stdin, timeoutMs });
+  }
+
+  /** A script run as root on the droplet (bash -s, set -euo pipefail). */
+  asRoot(script: string, timeoutMs?: number): Promise<string> {
+    return this.onServer("sudo bash -s", `set -euo pipefail\n${script}\n`, timeoutMs);
+  }
+
+  /** curl through the droplet's address with the site's name, trusting Pebble's root. */
+  async curl(url: string, extra: string[] = []): Promise<Http> {
+    const u = new URL(url);
+    const port = u.protocol === "https:" ? 443 : 80;
+    const args = ["-sS", "--max-time", "20", "--cacert", this.rootCa, "--resolve", `${u.hostname}:${port}:${this.ip}`, "-D", "-", ...extra, url];
+    const { stdout } = await execFileP("curl", args, { maxBuffer: 10 * 1024 * 1024 });
+    const split = stdout.indexOf("\r\n\r\n");
+    const headers = stdout.slice(0, split);
+    return { code: Number(/^HTTP\/\S+ (\d+)/.exec(headers)?.[1] ?? 0), headers, body: stdout.slice(split + 4) };
+  }
+
+  /** Waits until the site's page answers 200 and `accept` (default: any 200) holds for it. */
+  async waitForSite(what: string, timeoutMs: number, accept: (r: Http) => boolean = () => true): Promise<Http> {
+    let last = "nothing yet";
+    return waitUntil(what, timeoutMs, async () => {
+      try {
+        const r = await this.curl(`https://${LOCAL_FQDN}/`);
+        last = `${r.code} ${r.body.slice(0, 200)}`;
+        return r.code === 200 && accept(r) ? r : undefined;
+      } catch (e) {
+        last = String(e);
+        return undefined;
+      }
+    }, { intervalMs: 500, debug: () => `last answer: ${last}` });
+  }
+
+  /** The live blue/green slot's supervisor program, e.g. "app-blue". */
+  async liveProgram(): Promise<string> {
+    const status = await this.onServer("sudo dropstack-switch --status");
+    const slot = /slot=(blue|green)/.exec(status)?.[1];
+    if (!slot) throw new Error(`no live slot: ${status}`);
+    return `app-${slot}`;
+  }
+
+  /** The VM's console, last lines (for failure reports). */
+  consoleTail(lines = 40): string {
+    return this.cloud.vm(String(this.first.outputs.dropletId.value))?.consoleTail(lines) ?? "(no VM)";
+  }
+
+  /** Deletes the stack (powers the VM off), stops Pebble, removes the scratch folder. */
+  async stop(log: Logger): Promise<void> {
+    await this.cloud.down().catch((e) => log(`down failed: ${e}`));
+    await this.pebble.stop().catch((e) => log(`pebble stop failed: ${e}`));
+    fs.rmSync(this.work, { recursive: true, force: true });
+  }
+}
