@@ -75,7 +75,7 @@ const certificate = cfg.tls
     acmeServer: cfg.acmeServer,
     acmeCaBundle: cfg.acmeCaBundle,
     secret: cfg.secretSteps.includes("certificate"),
-  }, { dependsOn: [host.ready, dns] })
+  }, { dependsOn: [host, dns] })
   : undefined;
 const site = new NginxSite("site", {
   ...onServer,
@@ -84,7 +84,7 @@ const site = new NginxSite("site", {
   tls: cfg.tls,
   maxBodySize: cfg.maxBodySize,
   hsts: cfg.hsts,
-}, { dependsOn: [host.ready, ...(certificate ? [certificate.issued] : [])] });
+}, { dependsOn: [host, ...(certificate ? [certificate] : [])] });
 const release = new AppRelease("app", {
   ...onServer,
   app: cfg.appName,
@@ -92,8 +92,8 @@ const release = new AppRelease("app", {
   wsgi: cfg.wsgi,
   workers: cfg.workers,
   env: cfg.env,
-  secretEnv: pulumi.secret(cfg.secretEnv),
-  secret: cfg.secretSteps.includes("release"),
+  secretEnv: cfg.secretEnv,
+  secretSettings: cfg.secretSteps.includes("release"),
   healthPath: cfg.healthPath,
   healthStatus: cfg.healthStatus,
   healthTimeout: cfg.healthTimeout,
@@ -104,7 +104,7 @@ const release = new AppRelease("app", {
   keepReleases: cfg.keepReleases,
   deployUser: cfg.deployUser,
   triggeredBy: `pulumi:${stack}`,
-}, { dependsOn: [host.ready, site.installed] });
+}, { dependsOn: [host, site] });
 
 export const ipv4Address = server.ipv4Address;
 export const ipv6Address = server.ipv6Address;

@@ -21,7 +21,7 @@ export interface CertificateArgs extends OnServerArgs {
  * renewed by the packaged systemd timer with a deploy hook that reloads nginx.
  */
 export class Certificate extends pulumi.ComponentResource {
-  /** The certbot step: the TLS site depends on it. */
+  /** The certbot step. */
   readonly issued: command.remote.Command;
   /** Path of the certificate chain on the server. */
   readonly certificatePath: string;

@@ -15,10 +15,10 @@ export interface AppReleaseArgs extends OnServerArgs {
   workers?: number;
   /** Plain environment variables. @default {} */
   env: Record<string, string>;
-  /** Secret environment variables. @default {} */
-  secretEnv: pulumi.Input<Record<string, string>>;
-  /** True when the step carries a secret (secretEnv, or a setting stored with --secret): it then logs nothing and its stdin and outputs are secret. @default false */
-  secret?: boolean;
+  /** Secret environment variables: when there are any, the step logs nothing and its stdin and outputs are secret. @example { DATABASE_URL: "postgres://..." } */
+  secretEnv: Record<string, string>;
+  /** True when another value this step carries (env, the release command) was stored with --secret: the step is then secret too. @default false */
+  secretSettings?: boolean;
   /** Health check path. @default "/healthz" */
   healthPath: string;
   /** Status the health check must answer. @default 200 */
@@ -79,11 +79,12 @@ export class AppRelease extends pulumi.ComponentResource {
 
   private release(name: string, args: AppReleaseArgs, files: { uploadDir: string; gunicornConf: string; supervisorConf: string },
     after: pulumi.Resource[]): command.remote.Command {
-    const envJson = pulumi.output(args.secretEnv).apply((secretEnv) => renderEnvJson({ ...args.env, ...secretEnv }));
+    const secret = Object.keys(args.secretEnv).length > 0 || (args.secretSettings ?? false);
+    const envJson = pulumi.secret(renderEnvJson({ ...args.env, ...args.secretEnv }));
     return remoteStep(`${name}-release`, {
       connection: args.connection,
       script: "release",
-      secret: args.secret,
+      secret,
       values: {
         APP: args.app,
         RELEASE_ID: this.releaseId,
