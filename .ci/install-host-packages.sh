@@ -4,6 +4,12 @@
 # the tests run the binaries themselves, on loopback only.
 set -euo pipefail
 
+# apt needs root: as another user, run again under sudo (where there is one).
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "install-host-packages: run as root (sudo is not installed)" >&2; exit 1; }
+  exec sudo bash "$0" "$@"
+fi
+
 packages=(
   # rendered-config checks (unit tests)
   nginx-light supervisor shellcheck openssh-server nftables

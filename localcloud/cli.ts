@@ -2,6 +2,7 @@
 // the droplet, Pebble for Let's Encrypt and DigitalOcean DNS), with the sample app.
 // Needs root (qemu binds ports 22/80/443 on a loopback address) and the packages from
 // .ci/install-host-packages.sh.
+import { spawnSync } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 import { LocalCloud } from "./engine";
@@ -10,10 +11,26 @@ import { LOCAL_FQDN, localConfig, startLocalPebble } from "./localStack";
 
 const STATE_DIR = process.env.DROPSTACK_LOCAL_STATE ?? path.resolve(__dirname, "..", ".localcloud");
 
+/**
+ * The local cloud needs root (qemu binds ports 22/80/443 on a loopback address). As root this
+ * returns; as another user it runs the same npm command again under sudo and exits with its status.
+ */
+function becomeRoot(): void {
+  if (!process.getuid || process.getuid() === 0) return;
+  const npm = process.env.npm_execpath;
+  const hasSudo = spawnSync("sh", ["-c", "command -v sudo"]).status === 0;
+  if (!hasSudo || !npm) {
+    throw new Error(`the local cloud needs root (qemu binds ports 22/80/443 on a loopback address): run it as root${hasSudo ? " (npm run local -- ...)" : " (sudo is not installed)"}`);
+  }
+  const r = spawnSync("sudo", ["--preserve-env=DROPSTACK_LOCAL_STATE,DROPSTACK_LOCALCLOUD_CACHE", process.execPath, npm, "run", "local", "--", ...process.argv.slice(2)],
+    { stdio: "inherit", cwd: path.resolve(__dirname, "..") });
+  process.exit(r.status ?? 1);
+}
+
 async function main(): Promise<void> {
   const cmd = process.argv[2] ?? "up";
   if (!["up", "down", "preview"].includes(cmd)) throw new Error(`usage: npm run local -- up|preview|down (got ${cmd})`);
-  if (process.getuid && process.getuid() !== 0) throw new Error("the local cloud needs root (qemu forwards ports 22/80/443)");
+  becomeRoot();
   const log = (m: string) => console.log(m);
   fs.mkdirSync(STATE_DIR, { recursive: true });
   const t0 = Date.now();
