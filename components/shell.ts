@@ -2,9 +2,10 @@
 //
 // A remote step is a script from remote/ (prefixed by remote/lib.sh) run as
 //   sudo -n bash -c '<lib + script>' dropstack-<name>
-// with its settings on stdin as NAME=<base64> lines. Nothing a user configures is ever spliced into
-// shell text: values travel base64-encoded through stdin and are decoded into variables by lib.sh,
-// so quotes, `$`, backslashes, newlines and unicode arrive byte for byte.
+// with its settings on stdin, each as a "NAME <byte length>" line followed by the value's raw bytes
+// and a newline. Nothing a user configures is ever spliced into shell text: values travel through
+// stdin and lib.sh reads exactly that many bytes into a variable, so quotes, `$`, backslashes,
+// newlines and unicode arrive byte for byte, and a preview's diff shows a changed line as text.
 import * as crypto from "crypto";
 import * as fs from "fs";
 import * as path from "path";
@@ -35,24 +36,35 @@ export function stepCommand(name: string): string {
   return `sudo -n bash -c ${shellQuote(scriptText(name))} ${shellQuote(`dropstack-${name}`)}`;
 }
 
-/** Encodes settings for a step's stdin: one NAME=<base64 of the UTF-8 value> line each, sorted. */
+/**
+ * Encodes settings for a step's stdin, sorted by name: for each, a line "NAME <length in bytes>",
+ * the value's UTF-8 bytes as they are, then a newline. Byte-exact and readable in a diff.
+ */
 export function encodeValues(values: Record<string, string>): string {
   return Object.keys(values)
     .sort()
     .map((k) => {
       if (!/^[A-Z][A-Z0-9_]*$/.test(k)) throw new Error(`remote value name ${JSON.stringify(k)} must be UPPER_SNAKE_CASE`);
-      return `${k}=${Buffer.from(values[k], "utf8").toString("base64")}\n`;
+      if (values[k].includes("\0")) throw new Error(`remote value ${k} holds a NUL byte`);
+      return `${k} ${Buffer.byteLength(values[k], "utf8")}\n${values[k]}\n`;
     })
     .join("");
 }
 
 /** Inverse of encodeValues (used by tests and the local cloud). */
 export function decodeValues(stdin: string): Record<string, string> {
+  const bytes = Buffer.from(stdin, "utf8");
   const out: Record<string, string> = {};
-  for (const line of stdin.split("\n")) {
-    if (!line) continue;
-    const i = line.indexOf("=");
-    out[line.slice(0, i)] = Buffer.from(line.slice(i + 1), "base64").toString("utf8");
+  let at = 0;
+  while (at < bytes.length) {
+    const eol = bytes.indexOf(10, at);
+    const header = /^([A-Z][A-Z0-9_]*) (\d+)$/.exec(bytes.subarray(at, eol < 0 ? bytes.length : eol).toString("utf8"));
+    if (!header) throw new Error(`malformed value header on stdin at byte ${at}`);
+    const start = eol + 1;
+    const end = start + Number(header[2]);
+    if (end >= bytes.length + 1 || bytes[end] !== 10) throw new Error(`value ${header[1]} is not ${header[2]} bytes followed by a newline`);
+    out[header[1]] = bytes.subarray(start, end).toString("utf8");
+    at = end + 1;
   }
   return out;
 }

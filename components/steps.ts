@@ -18,7 +18,7 @@ export interface RemoteStepArgs {
   connection: pulumi.Input<Connection>;
   /** Script in remote/ without ".sh", e.g. "base". */
   script: string;
-  /** Settings passed on stdin (base64-encoded, never on the command line). */
+  /** Settings passed on stdin (length-prefixed raw bytes, never on the command line). */
   values: Record<string, pulumi.Input<string>>;
   /** True when a value is a secret: stdin stays secret and nothing is logged. Default false. */
   secret?: boolean;

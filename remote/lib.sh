@@ -2,7 +2,8 @@
 # shellcheck shell=bash
 # dropstack's remote prelude: every step is this file followed by the step's own script, run as
 #   sudo -n bash -c '<lib.sh + step.sh>' dropstack-<step>
-# with the step's settings on stdin as NAME=<base64> lines (see components/shell.ts).
+# with the step's settings on stdin: for each, a line "NAME <length in bytes>", the value's bytes,
+# a newline (see components/shell.ts).
 set -euo pipefail
 umask 022
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8
@@ -13,18 +14,26 @@ CHANGED=0
 log() { printf '[%s] %s\n' "$STEP" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-# read_values: decodes the NAME=<base64> lines on stdin into shell variables named V_NAME.
-# Names are checked before use, values are assigned with printf -v (never evaluated), and a trailing
-# sentinel keeps trailing newlines of a value intact.
+# read_values: reads the values on stdin into shell variables named V_NAME: a header line
+# "NAME <length>", exactly that many bytes (LC_ALL=C: read -N counts bytes), then a newline.
+# Names and lengths are checked before use, values are assigned with printf -v (never evaluated).
 read_values() {
-  local line key b64 value
-  while IFS= read -r line || [ -n "$line" ]; do
-    [ -n "$line" ] || continue
-    key=${line%%=*}
-    b64=${line#*=}
+  local LC_ALL=C header key len value end
+  while IFS= read -r header; do
+    key=${header%% *}
+    len=${header#"$key"}
+    len=${len# }
     [[ $key =~ ^[A-Z][A-Z0-9_]*$ ]] || die "malformed value name on stdin: ${key:0:40}"
-    value=$(printf '%s' "$b64" | base64 -d && printf x) || die "value $key is not valid base64"
-    printf -v "V_$key" '%s' "${value%x}"
+    [[ $len =~ ^[0-9]{1,9}$ ]] || die "malformed length of value $key on stdin"
+    value=
+    if [ "$len" -gt 0 ]; then
+      IFS= read -r -d '' -N "$len" value || true
+    fi
+    IFS= read -r -d '' -N 1 end || true
+    if [ "${#value}" != "$len" ] || [ "$end" != $'\n' ]; then
+      die "value $key on stdin is not $len bytes followed by a newline"
+    fi
+    printf -v "V_$key" '%s' "$value"
   done
 }
 

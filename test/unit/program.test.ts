@@ -141,6 +141,19 @@ describe("what an app change re-runs", () => {
   });
 });
 
+describe("readable previews", () => {
+  it("shows a one-line change of a rendered nginx file as that line, in text, in the step's stdin", async () => {
+    const before = String(plain(byName(await runFake({ overrides: { maxBodySize: "10m" } }), "site-nginx").inputs.stdin));
+    const after = String(plain(byName(await runFake({ overrides: { maxBodySize: "25m" } }), "site-nginx").inputs.stdin));
+    const a = before.split("\n");
+    const b = after.split("\n");
+    assert.strictEqual(a.length, b.length);
+    const changed = a.flatMap((line, i) => (line === b[i] ? [] : [[line, b[i]]]));
+    assert.deepStrictEqual(changed.map(([x, y]) => [x.trim(), y.trim()]), [["client_max_body_size 10m;", "client_max_body_size 25m;"]]);
+    assert.strictEqual(decodeValues(after).NGINX_SITE.split("\n").filter((l) => l.includes("client_max_body_size")).length, 1);
+  });
+});
+
 describe("secrets", () => {
   const secretValue = "s3cr3t-'\"$HOME`id`\\n-ünïcode";
   const run = () => runFake({

@@ -267,9 +267,17 @@ describe("remote scripts", () => {
   });
 
   it("lib.sh refuses malformed value names", () => {
-    const r = spawnSync("bash", ["-c", readRemoteFile("lib.sh"), "dropstack-probe"], { input: "bad-name=eA==\n", encoding: "utf8" });
+    const r = spawnSync("bash", ["-c", readRemoteFile("lib.sh"), "dropstack-probe"], { input: "bad-name 1\nx\n", encoding: "utf8" });
     assert.notStrictEqual(r.status, 0);
     assert.match(r.stderr, /malformed value name/);
+  });
+
+  it("lib.sh refuses a value shorter than its length, or not ended by a newline", () => {
+    for (const input of ["NAME 5\nabc\n", "NAME 3\nabcd\n", "NAME x\nabc\n"]) {
+      const r = spawnSync("bash", ["-c", readRemoteFile("lib.sh"), "dropstack-probe"], { input, encoding: "utf8" });
+      assert.notStrictEqual(r.status, 0, input);
+      assert.match(r.stderr, /not \d+ bytes followed by a newline|malformed length/, input);
+    }
   });
 
   it("the command line holds only the script: no setting is spliced into it", () => {
