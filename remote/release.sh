@@ -72,13 +72,20 @@ write_file "$root/shared/gunicorn.conf.py" 644 root:root "$V_GUNICORN_CONF"
 config_changed=$((config_changed | WROTE))
 write_file "$state/supervisor-slot.conf" 644 root:root "$V_SUPERVISOR_SLOT"
 config_changed=$((config_changed | WROTE))
-write_file "$state/health_path" 644 root:root "$V_HEALTH_PATH"
-write_file "$state/health_host" 644 root:root "$V_HEALTH_HOST"
-write_file "$state/health_status" 644 root:root "$V_HEALTH_STATUS"
-write_file "$state/health_timeout" 644 root:root "$V_HEALTH_TIMEOUT"
-write_file "$state/health_attempts" 644 root:root "$V_HEALTH_ATTEMPTS"
-write_file "$state/keep_releases" 644 root:root "$V_KEEP_RELEASES"
+# One file of name=value lines (each value validated above: one line, no '='-sensitive parsing needed);
+# the release command is a script of its own.
+write_file "$state/settings" 644 root:root "health_path=$V_HEALTH_PATH
+health_host=$V_HEALTH_HOST
+health_status=$V_HEALTH_STATUS
+health_timeout=$V_HEALTH_TIMEOUT
+health_attempts=$V_HEALTH_ATTEMPTS
+keep_releases=$V_KEEP_RELEASES
+"
 write_file "$state/release_command" 644 root:root "$V_RELEASE_COMMAND"
+# (releases before one settings file kept each setting in a file of its own)
+for old in health_path health_host health_status health_timeout health_attempts keep_releases; do
+  if [ -e "$state/$old" ]; then rm -f "$state/$old"; CHANGED=1; fi
+done
 
 # 3. Boot, check, switch (or refuse). A changed environment or config re-boots the same release.
 args=("$id" --by "$V_TRIGGERED_BY" --release-command --lock-held)

@@ -28,10 +28,15 @@ releases=$root/releases
 rundir=/run/dropstack-$app
 lock=$root/.deploy.lock
 
+# setting NAME: the value of NAME in the settings file the release step writes (name=value lines).
 setting() {
-  local value
-  value=$(<"$state/$1") || die "setting $1 is missing in $state (run a release first)"
-  printf '%s' "$value"
+  local key value
+  if [ -r "$state/settings" ]; then
+    while IFS='=' read -r key value; do
+      if [ "$key" = "$1" ]; then printf '%s' "$value"; return 0; fi
+    done <"$state/settings"
+  fi
+  die "setting $1 is missing in $state/settings (run a release first)"
 }
 
 active_slot() {
