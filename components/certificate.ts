@@ -8,9 +8,9 @@ export interface CertificateArgs extends OnServerArgs {
   fqdn: string;
   /** ACME account email. @example "ops@example.com" */
   email: string;
-  /** ACME directory URL. @default Let's Encrypt production (staging stack: Let's Encrypt staging) */
+  /** ACME directory URL certbot registers with and requests from. @example "https://acme-v02.api.letsencrypt.org/directory" */
   acmeServer: string;
-  /** PEM bundle to trust for a private ACME server. @default none */
+  /** PEM bundle certbot trusts to reach a private ACME server; unset: the system's CAs. @example "-----BEGIN CERTIFICATE-----\n..." */
   acmeCaBundle?: string;
   /** True when one of these values was stored as a secret (e.g. a credential in the ACME URL): the step logs nothing and its stdin and outputs are secret. @default false */
   secret?: boolean;

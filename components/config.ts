@@ -331,6 +331,8 @@ export const schema = z.object({
 }).strict();
 
 export type Settings = z.infer<typeof schema>;
+/** One extra outbound rule as validated: protocol, a port or "from-to" range, networks in canonical form. */
+export type EgressRule = Settings["egress"][number];
 
 /** Settings that hold objects (or lists of them): Pulumi.yaml's typed config cannot declare them (no object type). */
 export const OBJECT_KEYS = ["env", "secretEnv", "egress"] as const;

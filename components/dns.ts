@@ -4,7 +4,7 @@ import * as pulumi from "@pulumi/pulumi";
 export interface DnsArgs {
   /** DigitalOcean-managed zone. @example "example.com" */
   domain: string;
-  /** Record name within the zone; "@" for the apex. @default "@" */
+  /** Record name within the zone; "@" for the apex. @example "api" */
   host: string;
   /** Address for the A record. */
   ipv4Address: pulumi.Input<string>;

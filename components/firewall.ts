@@ -1,14 +1,11 @@
 import * as digitalocean from "@pulumi/digitalocean";
 import * as pulumi from "@pulumi/pulumi";
+import type { EgressRule } from "./config";
+
+/** One extra outbound rule (the `egress` setting, validated): its type comes from the config schema. */
+export type { EgressRule };
 
 const EVERYWHERE = ["0.0.0.0/0", "::/0"];
-
-/** Extra outbound traffic (the `egress` setting, validated): protocol, a port or "from-to" range, networks. */
-export interface EgressRule {
-  protocol: "tcp" | "udp";
-  ports: string;
-  to: string[];
-}
 
 export interface FirewallArgs {
   /** Firewall name. @example "shop-prod" */

@@ -5,37 +5,37 @@ import { CACHE_ENTRIES, contentHash, folderHash } from "./shell";
 import { OnServerArgs, remoteStep } from "./steps";
 
 export interface AppReleaseArgs extends OnServerArgs {
-  /** App name. @default "app" */
+  /** App name: its user, folders and supervisor programs. @example "shop" */
   app: string;
   /** Local folder with the app's source. @example "/home/me/shop/app" */
   sourceDir: string;
-  /** WSGI target. @default "app:app" */
+  /** WSGI target gunicorn serves. @example "shop.wsgi:create_app()" */
   wsgi: string;
-  /** gunicorn workers. @default 2 x CPUs + 1, decided on the server */
+  /** gunicorn workers; unset: 2 x CPUs + 1, decided on the server. @example 3 */
   workers?: number;
-  /** Plain environment variables. @default {} */
+  /** Plain environment variables. @example { LOG_LEVEL: "info" } */
   env: Record<string, string>;
   /** Secret environment variables: when there are any, the step logs nothing and its stdin and outputs are secret. @example { DATABASE_URL: "postgres://..." } */
   secretEnv: Record<string, string>;
   /** True when another value this step carries (env, the release command) was stored with --secret: the step is then secret too. @default false */
   secretSettings?: boolean;
-  /** Health check path. @default "/healthz" */
+  /** Path the health check requests through the new slot's socket. @example "/healthz" */
   healthPath: string;
-  /** Status the health check must answer. @default 200 */
+  /** Status the health check must answer. @example 200 */
   healthStatus: number;
-  /** Seconds one health check may take. @default 5 */
+  /** Seconds one health check may take. @example 5 */
   healthTimeout: number;
-  /** Health checks (one a second) before the release is refused. @default 30 */
+  /** Health checks (one a second) before the release is refused. @example 30 */
   healthAttempts: number;
-  /** Command run in the new release before it goes live (migrations). @default none */
+  /** Command run in the new release before it goes live (migrations); unset: none. @example "flask db upgrade" */
   releaseCommand?: string;
-  /** Version label shown in the release id. @example "v1.4.2" @default none */
+  /** Version label shown in the release id; unset: the id is the hash alone. @example "v1.4.2" */
   releaseVersion?: string;
   /** Host header of the health check. */
   fqdn: string;
-  /** Releases kept. @default 5 */
+  /** Releases kept on the server (the live and previous ones always). @example 5 */
   keepReleases: number;
-  /** Deploy user (owns the upload). @default "deploy" */
+  /** Deploy user (owns the upload). @example "deploy" */
   deployUser: string;
   /** Who triggers releases, for the server's audit log. @example "pulumi:prod" */
   triggeredBy: string;

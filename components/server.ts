@@ -5,21 +5,21 @@ import { renderCloudConfig } from "./render";
 export interface ServerArgs {
   /** Droplet name. @example "shop-prod" */
   dropletName: string;
-  /** Region slug. Changing it replaces the droplet. @default "fra1" */
+  /** Region slug. Changing it replaces the droplet. @example "fra1" */
   region: string;
-  /** Size slug; resized in place. @default "s-1vcpu-1gb" */
+  /** Size slug; resized in place. @example "s-1vcpu-1gb" */
   size: string;
-  /** Image slug. Changing it replaces the droplet. @default "debian-12-x64" */
+  /** Image slug. Changing it replaces the droplet. @example "debian-12-x64" */
   image: string;
-  /** Public IPv6 address. @default true */
+  /** Public IPv6 address. @example true */
   ipv6: boolean;
-  /** DigitalOcean monitoring agent. @default true */
+  /** DigitalOcean monitoring agent. @example true */
   monitoring: boolean;
-  /** Weekly backups. @default false (prod: true) */
+  /** Weekly backups. @example true */
   backups: boolean;
-  /** Tags. @default ["dropstack", "dropstack-<stack>"] plus the configured ones */
+  /** Tags. @example ["dropstack", "dropstack-prod", "team-web"] */
   tags: string[];
-  /** Login user created by cloud-init. @default "deploy" */
+  /** Login user created by cloud-init. @example "deploy" */
   deployUser: string;
   /** Public key of the generated deploy key (stable for the stack's life). */
   deployPublicKey: pulumi.Input<string>;
@@ -29,7 +29,7 @@ export interface ServerArgs {
   hostPrivateKey: pulumi.Input<string>;
   /** Its public half (pinned by every remote command). */
   hostPublicKey: pulumi.Input<string>;
-  /** Refuse to delete or replace the droplet. @default false (prod: true) */
+  /** Refuse to delete or replace the droplet (Pulumi protect). @example true */
   protect: boolean;
 }
 

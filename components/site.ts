@@ -4,15 +4,15 @@ import { renderNginxSite } from "./render";
 import { OnServerArgs, remoteStep } from "./steps";
 
 export interface NginxSiteArgs extends OnServerArgs {
-  /** App name (upstream, socket path). @default "app" */
+  /** App name (upstream, socket path). @example "shop" */
   app: string;
   /** Host name the site answers on. @example "api.example.com" */
   fqdn: string;
-  /** Serve HTTPS (needs the certificate) and redirect HTTP to it. @default true */
+  /** Serve HTTPS (needs the certificate) and redirect HTTP to it. @example true */
   tls: boolean;
-  /** Largest request body. @default "10m" */
+  /** Largest request body (nginx size). @example "10m" */
   maxBodySize: string;
-  /** Strict-Transport-Security header. @default false (prod: true) */
+  /** Send the Strict-Transport-Security header. @example true */
   hsts: boolean;
 }
 
