@@ -75,7 +75,10 @@ export async function startPebble(opts: StartPebbleOptions): Promise<Pebble> {
   await fsp.rm(dir, { recursive: true, force: true });
   await fsp.mkdir(dir, { recursive: true });
   const ports = await choosePorts(opts, log);
-  const certs = await makeCertificates(dir);
+  // The HTTPS CA is kept beside the state (not in pebble's scratch folder): the droplet trusts it
+  // through dropstack:acmeCaBundle, so a new one would re-run the certificate step on every up.
+  const certDir = path.resolve(opts.workDir, "pebble-https");
+  const certs = (await reusableCertificates(certDir)) ?? (await makeCertificates(certDir));
   const started: ChildProcess[] = [];
   try {
     started.push(startChalltestsrv(dir, ports));
@@ -110,8 +113,23 @@ async function choosePorts(opts: StartPebbleOptions, log: Logger): Promise<Ports
   return ports;
 }
 
-/** A throwaway CA and a leaf for pebble's HTTPS listeners, valid for every address it is reached at. */
+const certFiles = (dir: string) => ({ ca: path.join(dir, "ca.pem"), leafCert: path.join(dir, "leaf.pem"), leafKey: path.join(dir, "leaf.key") });
+
+/** The CA and leaf of an earlier run, when both are still valid for two days; else undefined. */
+async function reusableCertificates(dir: string): Promise<Certs | undefined> {
+  const f = certFiles(dir);
+  if (![f.ca, f.leafCert, f.leafKey].every((x) => fs.existsSync(x))) return undefined;
+  for (const cert of [f.ca, f.leafCert]) {
+    const r = await run("openssl", ["x509", "-checkend", String(2 * 86400), "-noout", "-in", cert], { allowFailure: true });
+    if (r.code !== 0) return undefined;
+  }
+  return { caPem: await fsp.readFile(f.ca, "utf8"), caPath: f.ca, leafCert: f.leafCert, leafKey: f.leafKey };
+}
+
+/** A CA and a leaf for pebble's HTTPS listeners, valid for every address it is reached at. */
 async function makeCertificates(dir: string): Promise<Certs> {
+  await fsp.rm(dir, { recursive: true, force: true });
+  await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
   const p = (name: string) => path.join(dir, name);
   const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
   await run("openssl", [

@@ -333,14 +333,13 @@ export class LocalCloud {
   private async exec(conn: SshConnection, command: string, stdin: string | undefined, env: Record<string, string> | undefined, logging: string, label: string, dialTimeoutMs = 10 * 60_000): Promise<{ stdout: string; stderr: string }> {
     // The provider retries dialing (dialErrorLimit x perDialTimeout) before it gives up.
     await waitForSshLogin(conn, dialTimeoutMs);
-    const r = await sshExec(conn, command, { stdin, env, timeoutMs: 30 * 60_000 });
-    const show = (stream: "stdout" | "stderr", text: string) => {
-      if (logging === "none" || !text) return;
+    // Output is shown line by line as it comes, as `pulumi up` streams a command's output.
+    const onLine = (stream: "stdout" | "stderr", line: string) => {
+      if (logging === "none") return;
       if (logging !== "stdoutAndStderr" && logging !== stream) return;
-      for (const line of text.replace(/\n$/, "").split("\n")) this.log(`    ${label} ${stream === "stderr" ? "!" : "|"} ${line}`);
+      this.log(`    ${label} ${stream === "stderr" ? "!" : "|"} ${line}`);
     };
-    show("stdout", r.stdout);
-    show("stderr", r.stderr);
+    const r = await sshExec(conn, command, { stdin, env, timeoutMs: 30 * 60_000, onLine });
     if (r.code !== 0) {
       // As the provider does: the error carries the command and its whole output, whatever
       // `logging` says (logging only governs what is streamed while the command runs).

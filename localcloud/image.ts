@@ -223,8 +223,10 @@ async function buildImage(finalDir: string, log: Logger): Promise<void> {
   const buildLog = path.join(tmpDir, "build.log");
   log(`image: building ${path.basename(finalDir)} in ${tmpDir} (log: ${buildLog})`);
   try {
-    await timed(log, "image: debootstrap", () => debootstrap(rootfs, buildLog));
-    await timed(log, "image: customise", () => customise(rootfs, buildLog));
+    // The build's output is shown as it comes, prefixed, and kept in the build log.
+    const show = (step: string) => (line: string) => log(`image ${step} | ${line}`);
+    await timed(log, "image: debootstrap", () => debootstrap(rootfs, buildLog, show("debootstrap")));
+    await timed(log, "image: customise", () => customise(rootfs, buildLog, show("customise")));
     await timed(log, "image: kernel, initrd and ext4 disk", () => makeDisk(rootfs, tmpDir, buildLog));
     await removeTree(rootfs);
     await fsp.writeFile(path.join(tmpDir, "recipe-hash"), `${recipeHash()}\n`);
@@ -241,7 +243,7 @@ async function buildImage(finalDir: string, log: Logger): Promise<void> {
   log(`image: built ${finalDir} in ${formatDuration(Date.now() - start)}`);
 }
 
-async function debootstrap(rootfs: string, buildLog: string): Promise<void> {
+async function debootstrap(rootfs: string, buildLog: string, onLine: (line: string) => void): Promise<void> {
   const debCache = path.join(CACHE_ROOT, "debs");
   await fsp.mkdir(debCache, { recursive: true });
   const args = [
@@ -253,18 +255,19 @@ async function debootstrap(rootfs: string, buildLog: string): Promise<void> {
     MIRROR,
   ];
   try {
-    await run("debootstrap", args, { logFile: buildLog, timeoutMs: 30 * 60_000 });
+    await run("debootstrap", args, { logFile: buildLog, timeoutMs: 30 * 60_000, onLine });
   } catch (err) {
     const inner = path.join(rootfs, "debootstrap", "debootstrap.log");
     throw new Error(`${(err as Error).message}\n--- ${inner} (last 40 lines) ---\n${tailFile(inner, 40)}`);
   }
 }
 
-async function customise(rootfs: string, buildLog: string): Promise<void> {
+async function customise(rootfs: string, buildLog: string, onLine: (line: string) => void): Promise<void> {
   for (const file of FILES) await writeIntoRoot(rootfs, file);
   for (const step of CHROOT_STEPS) {
     await run("chroot", [rootfs, "/bin/sh", "-euc", step], {
       logFile: buildLog,
+      onLine,
       env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LANG: "C.UTF-8", DEBIAN_FRONTEND: "noninteractive" },
     });
   }

@@ -6,7 +6,7 @@ import * as fs from "fs";
 import * as fsp from "fs/promises";
 import * as path from "path";
 import { Client, ClientChannel, ConnectConfig, SFTPWrapper, Stats } from "ssh2";
-import { lastLines, waitUntil } from "./util";
+import { lastLines, lineSplitter, waitUntil } from "./util";
 
 export interface SshConnection {
   host: string;
@@ -23,6 +23,8 @@ export interface ExecOptions {
   env?: Record<string, string>;
   /** Whole-command limit, connecting included. Default 10 minutes. */
   timeoutMs?: number;
+  /** Called with each complete output line as it arrives (the last partial one at the end). */
+  onLine?: (stream: "stdout" | "stderr", line: string) => void;
 }
 
 export interface ExecResult {
@@ -111,8 +113,17 @@ function execOn(client: Client, conn: SshConnection, command: string, opts: Exec
         reject(new Error(`ssh ${target(conn)}: cannot start command ${command}: ${err.message}`));
         return;
       }
-      stream.on("data", (d: Buffer) => (result.stdout += d.toString()));
-      stream.stderr.on("data", (d: Buffer) => (result.stderr += d.toString()));
+      const lines = { stdout: lineSplitter((l) => opts.onLine?.("stdout", l)), stderr: lineSplitter((l) => opts.onLine?.("stderr", l)) };
+      const take = (which: "stdout" | "stderr", d: Buffer) => {
+        result[which] += d.toString();
+        lines[which].push(d.toString());
+      };
+      const flush = () => {
+        lines.stdout.flush();
+        lines.stderr.flush();
+      };
+      stream.on("data", (d: Buffer) => take("stdout", d));
+      stream.stderr.on("data", (d: Buffer) => take("stderr", d));
       let exited = false;
       stream.on("exit", (code: number | null, signal?: string) => {
         exited = true;
@@ -121,6 +132,7 @@ function execOn(client: Client, conn: SshConnection, command: string, opts: Exec
       });
       stream.on("close", () => {
         clearTimeout(timer);
+        flush();
         if (exited) resolve(result);
         else reject(new Error(`ssh ${target(conn)}: connection closed before "${command}" reported an exit status${outputTail(result)}`));
       });

@@ -20,6 +20,24 @@ export interface RunOptions {
   timeoutMs?: number;
   /** Resolve with the result instead of throwing on a non-zero exit. */
   allowFailure?: boolean;
+  /** Called with each output line (stdout and stderr) as it arrives. */
+  onLine?: (line: string) => void;
+}
+
+/** Cuts a stream's chunks into lines: `push` each chunk, `flush` at the end for a last partial line. */
+export function lineSplitter(onLine: (line: string) => void): { push(chunk: string): void; flush(): void } {
+  let pending = "";
+  return {
+    push(chunk) {
+      const lines = (pending + chunk).split("\n");
+      pending = lines.pop() ?? "";
+      for (const line of lines) onLine(line);
+    },
+    flush() {
+      if (pending) onLine(pending);
+      pending = "";
+    },
+  };
 }
 
 export interface RunResult {
@@ -58,13 +76,16 @@ export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise
     const log = opts.logFile ? fs.createWriteStream(opts.logFile, { flags: "a" }) : undefined;
     let stdout = "";
     let stderr = "";
+    const lines = { stdout: lineSplitter((l) => opts.onLine?.(l)), stderr: lineSplitter((l) => opts.onLine?.(l)) };
     child.stdout.on("data", (d: Buffer) => {
       stdout += d.toString();
       log?.write(d);
+      lines.stdout.push(d.toString());
     });
     child.stderr.on("data", (d: Buffer) => {
       stderr += d.toString();
       log?.write(d);
+      lines.stderr.push(d.toString());
     });
     const timeoutMs = opts.timeoutMs ?? 10 * 60_000;
     let timedOut = false;
@@ -80,6 +101,8 @@ export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise
     child.on("close", (code, signal) => {
       clearTimeout(timer);
       log?.end();
+      lines.stdout.flush();
+      lines.stderr.flush();
       const result = { code: code ?? -1, stdout, stderr };
       if (code === 0 || (opts.allowFailure && !timedOut)) {
         resolve(result);
