@@ -1,6 +1,6 @@
 // Runs localcloud/load.ts's openLoop in a worker thread, so that the evenly spaced requests
 // keep their schedule while the main thread is busy running the Pulumi program (a release).
-// Started by releases.ts with workerData; posts {type: "started", at} then {type: "done", outcomes}.
+// Started by loadWindow.ts with workerData; posts {type: "started", at} then {type: "done", outcomes}.
 import { parentPort, workerData } from "worker_threads";
 import { appVersion, openLoop } from "../localcloud/load";
 

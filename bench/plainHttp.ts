@@ -1,4 +1,4 @@
-// The throughput benchmark's extra nginx target (see releases.ts).
+// The throughput benchmark's extra nginx target (see throughput.ts).
 
 /**
  * The site's HTTPS server block, listening on 127.0.0.1 without TLS: the same proxy settings,
