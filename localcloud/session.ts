@@ -62,41 +62,46 @@ export class LocalSession {
     readonly rootCa: string,
   ) {}
 
-  /** Builds or reuses the image, starts Pebble, runs the first `up` of the sample app's copy. */
+  /**
+   * Builds or reuses the image, starts Pebble, runs the first `up` of the sample app's copy. On any
+   * failure what was started is stopped again (the stack deleted, Pebble stopped, the scratch
+   * folder removed) before the error is thrown.
+   */
   static async start(opts: SessionOptions): Promise<LocalSession> {
     const work = fs.mkdtempSync(path.join(os.tmpdir(), `dropstack-${opts.stack}-`));
-    const appDir = path.join(work, "app");
-    fs.cpSync(path.join(PROJECT_DIR, "app"), appDir, { recursive: true });
-    let t = Date.now();
-    await ensureImage(opts.log);
-    const imageSeconds = (Date.now() - t) / 1000;
-    // On 443 like a real ACME server: the droplet's firewall lets HTTPS out and nothing else.
-    const pebble = await startLocalPebble(work, opts.log);
-    const cloud = new LocalCloud({
-      stateDir: path.join(work, "state"), stack: opts.stack, pebble, log: opts.log,
-      config: opts.config(pebble, appDir), secretKeys: opts.secretKeys,
-    });
-    t = Date.now();
-    let first: UpResult;
+    let pebble: Pebble | undefined;
+    let cloud: LocalCloud | undefined;
     try {
-      first = await cloud.up();
+      const appDir = path.join(work, "app");
+      fs.cpSync(path.join(PROJECT_DIR, "app"), appDir, { recursive: true });
+      let t = Date.now();
+      await ensureImage(opts.log);
+      const imageSeconds = (Date.now() - t) / 1000;
+      // On 443 like a real ACME server: the droplet's firewall lets HTTPS out and nothing else.
+      pebble = await startLocalPebble(work, opts.log);
+      cloud = new LocalCloud({
+        stateDir: path.join(work, "state"), stack: opts.stack, pebble, log: opts.log,
+        config: opts.config(pebble, appDir), secretKeys: opts.secretKeys,
+      });
+      t = Date.now();
+      const first = await cloud.up();
+      const firstUpSeconds = (Date.now() - t) / 1000;
+      const ip = String(first.outputs.ipv4Address.value);
+      const state = (name: string) => first.resources.find((r) => r.name === name)?.state ?? {};
+      const conn = {
+        host: ip, user: "deploy",
+        privateKey: String(state("deploy-key-key").privateKeyOpenssh),
+        hostKey: String(state("host-key-key").publicKeyOpenssh).trim(),
+      };
+      const rootCa = path.join(work, "pebble-root.pem");
+      fs.writeFileSync(rootCa, await pebble.rootCertificatePem());
+      return new LocalSession(work, appDir, pebble, cloud, first, imageSeconds, firstUpSeconds, ip, conn, rootCa);
     } catch (e) {
-      await cloud.down().catch((d) => opts.log(`down after a failed up: ${d}`));
-      await pebble.stop();
+      await cloud?.down().catch((d) => opts.log(`down after a failed start: ${d}`));
+      await pebble?.stop().catch((d) => opts.log(`pebble stop after a failed start: ${d}`));
       fs.rmSync(work, { recursive: true, force: true });
       throw e;
     }
-    const firstUpSeconds = (Date.now() - t) / 1000;
-    const ip = String(first.outputs.ipv4Address.value);
-    const state = (name: string) => first.resources.find((r) => r.name === name)?.state ?? {};
-    const conn = {
-      host: ip, user: "deploy",
-      privateKey: String(state("deploy-key-key").privateKeyOpenssh),
-      hostKey: String(state("host-key-key").publicKeyOpenssh).trim(),
-    };
-    const rootCa = path.join(work, "pebble-root.pem");
-    fs.writeFileSync(rootCa, await pebble.rootCertificatePem());
-    return new LocalSession(work, appDir, pebble, cloud, first, imageSeconds, firstUpSeconds, ip, conn, rootCa);
   }
 
   /** Runs a command on the droplet as the deploy user; throws with its output when it fails. */
