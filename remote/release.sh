@@ -33,7 +33,35 @@ if ! flock -n 9; then
 fi
 printf 'release %s by %s (pid %s) since %s\n' "$id" "$V_TRIGGERED_BY" "$$" "$(date -u +%FT%TZ)" >"$lock.holder"
 
-# 1. The release folder, built once: source, virtualenv, dependencies.
+# The virtualenv depends only on requirements.txt and the server's Python: releases whose
+# requirements did not change share one, under venvs/<hash> (root-owned, read-only to the app).
+# It is built where it stays (console scripts name their venv's path) and marked complete last.
+ensure_venv() {
+  local source=$1 key venv
+  key=$({ python3 --version; cat "$source/requirements.txt" 2>/dev/null || true; } | sha256sum | cut -c1-16)
+  venv=$root/venvs/$key
+  if [ -f "$venv/.dropstack-complete" ]; then
+    log "reusing virtualenv $key (requirements.txt and Python unchanged)"
+  else
+    ensure_dir "$root/venvs" 755 root:root
+    rm -rf "$venv"
+    log "creating virtualenv $key"
+    # The venv sees the server's packages (gunicorn, pip); the system pip installs into the venv.
+    # (--without-pip: seeding pip into every venv costs ~90 s on a small droplet.)
+    python3 -m venv --system-site-packages --without-pip "$venv"
+    if [ -f "$source/requirements.txt" ]; then
+      log "installing requirements.txt"
+      "$venv/bin/python" -m pip install --disable-pip-version-check --no-input -q -r "$source/requirements.txt" >&2 \
+        || die "pip could not install requirements.txt of release $id"
+    fi
+    chown -R root:root "$venv"
+    chmod -R u=rwX,go=rX "$venv"
+    touch "$venv/.dropstack-complete"
+  fi
+  VENV=$venv
+}
+
+# 1. The release folder, built once: source, a link to its virtualenv.
 if [ ! -f "$release/.dropstack-complete" ]; then
   [ -d "$V_UPLOAD_DIR" ] || die "uploaded source $V_UPLOAD_DIR is missing"
   tmp=$releases/.$id.tmp
@@ -44,15 +72,8 @@ if [ ! -f "$release/.dropstack-complete" ]; then
   while IFS= read -r pattern; do
     if [ -n "$pattern" ]; then find "$tmp" -depth -name "$pattern" -exec rm -rf {} +; fi
   done <<<"$V_CACHE_ENTRIES"
-  log "creating the virtualenv for release $id"
-  # The venv sees the server's packages (gunicorn, pip); the system pip installs into the venv.
-  # (--without-pip: seeding pip into every release costs ~90 s on a small droplet.)
-  python3 -m venv --system-site-packages --without-pip "$tmp/.venv"
-  if [ -f "$tmp/requirements.txt" ]; then
-    log "installing requirements.txt"
-    "$tmp/.venv/bin/python" -m pip install --disable-pip-version-check --no-input -q -r "$tmp/requirements.txt" >&2 \
-      || die "pip could not install requirements.txt of release $id"
-  fi
+  ensure_venv "$tmp"
+  ln -sfn "$VENV" "$tmp/.venv"
   "$tmp/.venv/bin/python" -m compileall -q "$tmp" -x '/\.venv/' >/dev/null || true
   ln -sfn "$root/shared" "$tmp/shared"
   chown -R root:root "$tmp"

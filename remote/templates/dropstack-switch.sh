@@ -219,4 +219,15 @@ while read -r r; do
   rm -rf "${releases:?}/$r"
   log "removed old release $r"
 done < <(list_releases)
+# ---- virtualenvs (venvs/<requirements hash>) that no kept release links to
+if [ -d "$root/venvs" ]; then
+  used=$(find "$releases" -mindepth 2 -maxdepth 2 -name .venv -type l -exec readlink {} \;)
+  for venv in "$root/venvs"/*; do
+    [ -d "$venv" ] || continue
+    if ! grep -qxF -- "$venv" <<<"$used"; then
+      rm -rf "$venv"
+      log "removed unused virtualenv ${venv##*/}"
+    fi
+  done
+fi
 echo "live=$id slot=$new_slot changed=yes"

@@ -339,6 +339,10 @@ describe("end to end on the local cloud", function () {
     assert.strictEqual(failures(outcomes).length, 0, describeFailures(outcomes));
     assert.deepStrictEqual(markerRuns(outcomes), ["v1", "v2"]);
     assert.match(await onServer("readlink /srv/app/current"), new RegExp(v2Release));
+    // requirements.txt did not change: both releases share one virtualenv
+    const venvs = (await onServer("readlink /srv/app/releases/*/.venv | sort -u")).trim().split("\n");
+    assert.strictEqual(venvs.length, 1, `one shared virtualenv expected: ${venvs.join(", ")}`);
+    assert.match(venvs[0], /^\/srv\/app\/venvs\/[0-9a-f]{16}$/);
   });
 
   async function refusedRelease(what: RegExp): Promise<string> {
