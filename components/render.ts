@@ -52,9 +52,12 @@ export function renderSupervisorSlot(s: { app: string; wsgi: string }): string {
   return renderTemplate(readRemoteFile("templates/supervisor-slot.conf"), { app: s.app, wsgi: s.wsgi.replace(/%/g, "%%") }, inert);
 }
 
-/** The server-side switch/rollback command (installed as /usr/local/sbin/dropstack-switch). */
+/** The server-side switch/rollback command (installed as /usr/local/sbin/dropstack-switch), with the shared deploy lock. */
 export function renderSwitchScript(): string {
-  return readRemoteFile("templates/dropstack-switch.sh");
+  const marker = /^# @deploy-lock@.*$/m;
+  const template = readRemoteFile("templates/dropstack-switch.sh");
+  if (!marker.test(template)) throw new Error("dropstack-switch.sh has no # @deploy-lock@ line");
+  return template.replace(marker, () => readRemoteFile("deploy-lock.sh").replace(/^#!.*\n/, ""));
 }
 
 /** gunicorn's config file; workers unset means 2 x CPUs + 1 on the server. */

@@ -24,11 +24,13 @@ export function readRemoteFile(relative: string): string {
   return fs.readFileSync(path.join(REMOTE_DIR, relative), "utf8");
 }
 
-/** The full text a step runs: remote/lib.sh followed by the step's script (its shebang dropped). */
+/** Library files a step needs besides lib.sh (each also used elsewhere, e.g. by dropstack-switch). */
+const STEP_INCLUDES: Record<string, string[]> = { release: ["deploy-lock.sh"] };
+
+/** The full text a step runs: remote/lib.sh, its includes, then the step's script (shebangs dropped). */
 export function scriptText(name: string): string {
-  const lib = readRemoteFile("lib.sh");
-  const body = readRemoteFile(`${name}.sh`).replace(/^#!.*\n/, "");
-  return `${lib}\n# ---- ${name}.sh ----\n${body}`;
+  const part = (file: string) => `# ---- ${file} ----\n${readRemoteFile(file).replace(/^#!.*\n/, "")}`;
+  return [readRemoteFile("lib.sh"), ...(STEP_INCLUDES[name] ?? []).map(part), part(`${name}.sh`)].join("\n");
 }
 
 /** The command line for a step: the script runs under sudo in a fresh bash, named for `ps` and logs. */

@@ -25,13 +25,8 @@ release=$releases/$id
 state=$root/shared/.dropstack
 lock=$root/.deploy.lock
 
-# One release at a time on this server; a waiting one says who holds the lock.
-exec 9>>"$lock"
-if ! flock -n 9; then
-  log "waiting for the deploy lock: $(cat "$lock.holder" 2>/dev/null || echo unknown holder)"
-  flock -w 600 9 || die "the deploy lock is still held by $(cat "$lock.holder" 2>/dev/null || echo 'an unknown process') after 600 s"
-fi
-printf 'release %s by %s (pid %s) since %s\n' "$id" "$V_TRIGGERED_BY" "$$" "$(date -u +%FT%TZ)" >"$lock.holder"
+# One release at a time on this server (remote/deploy-lock.sh, shared with dropstack-switch).
+take_deploy_lock "$lock" "release $id by $V_TRIGGERED_BY"
 
 # The virtualenv depends only on requirements.txt and the server's Python: releases whose
 # requirements did not change share one, under venvs/<hash> (root-owned, read-only to the app).

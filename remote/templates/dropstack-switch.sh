@@ -18,6 +18,8 @@ me=${0##*/}
 log() { printf '[%s] %s\n' "$me" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# @deploy-lock@ (remote/deploy-lock.sh is rendered in here: take_deploy_lock)
+
 conf=/etc/dropstack/app
 [ -r "$conf" ] || die "$conf is missing: was this server provisioned by dropstack?"
 app=$(<"$conf")
@@ -92,12 +94,7 @@ release=$releases/$id
 
 # ---- one release at a time; a waiting one names the holder
 if [ "$lock_held" = 0 ]; then
-  exec 9>>"$lock"
-  if ! flock -n 9; then
-    log "waiting for the deploy lock: $(cat "$lock.holder" 2>/dev/null || echo unknown holder)"
-    flock -w 600 9 || die "the deploy lock is still held by $(cat "$lock.holder" 2>/dev/null || echo 'an unknown process') after 600 s"
-  fi
-  printf '%s %s (pid %s) since %s\n' "$action" "$by" "$$" "$(date -u +%FT%TZ)" >"$lock.holder"
+  take_deploy_lock "$lock" "$action $by"
   trap 'rm -f "$lock.holder"' EXIT
 fi
 

@@ -6,7 +6,7 @@ import * as os from "os";
 import * as path from "path";
 import * as YAML from "yaml";
 import {
-  renderCloudConfig, renderEnvJson, renderGunicornConf, renderNftables, renderNginxDefault, renderNginxSite, renderSshdConfig, renderSupervisorSlot,
+  renderCloudConfig, renderEnvJson, renderGunicornConf, renderNftables, renderNginxDefault, renderNginxSite, renderSshdConfig, renderSupervisorSlot, renderSwitchScript,
 } from "../../components/render";
 import { encodeValues, readRemoteFile, renderTemplate, scriptText, shellQuote, stepCommand } from "../../components/shell";
 
@@ -238,10 +238,13 @@ describe("remote scripts", () => {
       const r = spawnSync("shellcheck", ["-s", "bash", "-"], { input: scriptText(step), encoding: "utf8" });
       assert.strictEqual(r.status, 0, `${step}.sh:\n${r.stdout}${r.stderr}`);
     }
-    for (const file of ["renew-hook.sh", "dropstack-switch.sh"]) {
-      const r = spawnSync("shellcheck", [path.join(__dirname, "..", "..", "remote", "templates", file)], { encoding: "utf8" });
-      assert.strictEqual(r.status, 0, `${file}:\n${r.stdout}`);
-    }
+    const r = spawnSync("shellcheck", [path.join(__dirname, "..", "..", "remote", "templates", "renew-hook.sh")], { encoding: "utf8" });
+    assert.strictEqual(r.status, 0, `renew-hook.sh:\n${r.stdout}`);
+    // dropstack-switch as installed: the template with the shared deploy lock rendered in
+    const sw = spawnSync("shellcheck", ["-s", "bash", "-"], { input: renderSwitchScript(), encoding: "utf8" });
+    assert.strictEqual(sw.status, 0, `dropstack-switch:\n${sw.stdout}`);
+    assert.match(renderSwitchScript(), /^take_deploy_lock\(\) \{$/m);
+    assert.match(scriptText("release"), /^take_deploy_lock\(\) \{$/m);
   });
 
   it("every step sets -euo pipefail", () => {
