@@ -142,6 +142,13 @@ async function main(): Promise<void> {
     const names = (text: string) => text.trim().split("\n").filter(Boolean);
     const accounts = names(await asRoot("getent passwd | cut -d: -f1"));
     const groups = names(await asRoot("getent group | cut -d: -f1"));
+    // A kernel security update waits for a reboot (Lynis KRNL-5830). The local cloud boots the
+    // image's kernel directly (qemu -kernel), so there a reboot would not run the installed one.
+    const kernel = {
+      running: (await asRoot("uname -r")).trim(),
+      installed: names(await asRoot("ls /boot | sed -n 's/^vmlinuz-//p'")),
+      rebootRequired: (await asRoot("[ -e /run/reboot-required ] && echo yes || echo no")).trim() === "yes",
+    };
 
     const results = {
       date: started,
@@ -154,6 +161,7 @@ async function main(): Promise<void> {
       warnings: report.warnings,
       suggestions: report.suggestions,
       securityUpdatesLine: securityUpdates ?? null,
+      kernel,
       firstUpSeconds: firstUpS,
       auditSeconds: auditS,
       accounts,

@@ -22,8 +22,10 @@ write_file /etc/needrestart/conf.d/50-dropstack.conf 644 root:root "$V_NEEDRESTA
 read -r -a extra <<<"$V_APT_PACKAGES"
 changed_before=$CHANGED
 CHANGED=0
+# Hardening packages: needrestart (services restart after upgrades), apparmor (loads the kernel's
+# mandatory access control profiles), libpam-tmpdir (a private $TMPDIR per login session).
 ensure_packages nginx supervisor gunicorn python3-venv python3-pip certbot curl ca-certificates util-linux \
-  unattended-upgrades needrestart nftables "${extra[@]}"
+  unattended-upgrades needrestart apparmor libpam-tmpdir nftables "${extra[@]}"
 lists_fresh=$CHANGED # ensure_packages refreshed the package lists if it installed anything
 CHANGED=$((changed_before | CHANGED))
 
@@ -119,7 +121,8 @@ if [ "$WROTE" = 1 ] || sysctl_differs /etc/sysctl.d/99-dropstack.conf; then
   CHANGED=1
 fi
 
-# Kernel modules a web server never needs (USB/FireWire storage, DCCP, SCTP, RDS, TIPC).
+# Kernel modules a web server never needs (USB/FireWire storage, removable-media file systems,
+# DCCP, SCTP, RDS, TIPC).
 write_file /etc/modprobe.d/dropstack.conf 644 root:root "$V_MODPROBE"
 
 # No core dumps: login sessions (limits), systemd-coredump if installed; setuid ones via sysctl.

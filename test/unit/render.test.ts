@@ -194,7 +194,7 @@ describe("host hardening files", () => {
     fs.rmSync(dir, { recursive: true, force: true });
     assert.strictEqual(r.status, 0, r.stderr);
     assert.strictEqual(r.stderr, "", "modprobe warned about the file");
-    for (const mod of ["usb_storage", "firewire_core", "dccp", "sctp", "rds", "tipc"]) assert.match(r.stdout, new RegExp(`^install ${mod} /bin/true$`, "m"), mod);
+    for (const mod of ["usb_storage", "firewire_core", "cramfs", "squashfs", "udf", "dccp", "sctp", "rds", "tipc"]) assert.match(r.stdout, new RegExp(`^install ${mod} /bin/true$`, "m"), mod);
     assert.match(r.stdout, /^blacklist usb_storage$/m);
   });
 
