@@ -101,8 +101,9 @@ $output"
 fi
 
 # Kernel hardening (sysctl): applied when the file changes, or when a live value differs from it
+# (named to sort after procps's 99-protect-links.conf, which would otherwise override it)
 # (set by hand since); systemd-sysctl applies it at every boot.
-write_file /etc/sysctl.d/99-dropstack.conf 644 root:root "$V_SYSCTL"
+write_file /etc/sysctl.d/99-zz-dropstack.conf 644 root:root "$V_SYSCTL"
 # sysctl_differs FILE: true when a key of FILE that this kernel has holds another value now.
 sysctl_differs() {
   local key value path
@@ -114,10 +115,10 @@ sysctl_differs() {
   done <"$1"
   return 1
 }
-if [ "$WROTE" = 1 ] || sysctl_differs /etc/sysctl.d/99-dropstack.conf; then
+if [ "$WROTE" = 1 ] || sysctl_differs /etc/sysctl.d/99-zz-dropstack.conf; then
   # Other files' errors (e.g. a key this kernel lacks) are reported, ours are checked below.
   output=$(sysctl --system 2>&1 >/dev/null) || log "sysctl --system reported: $output"
-  if sysctl_differs /etc/sysctl.d/99-dropstack.conf; then die "the kernel did not take the settings of /etc/sysctl.d/99-dropstack.conf"; fi
+  if sysctl_differs /etc/sysctl.d/99-zz-dropstack.conf; then die "the kernel did not take the settings of /etc/sysctl.d/99-zz-dropstack.conf"; fi
   CHANGED=1
 fi
 
