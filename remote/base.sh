@@ -101,8 +101,8 @@ $output"
 fi
 
 # Kernel hardening (sysctl): applied when the file changes, or when a live value differs from it
-# (named to sort after procps's 99-protect-links.conf, which would otherwise override it)
-# (set by hand since); systemd-sysctl applies it at every boot.
+# (set by hand since); systemd-sysctl applies it at every boot. Named to sort after procps's
+# 99-protect-links.conf, which would otherwise override it.
 write_file /etc/sysctl.d/99-zz-dropstack.conf 644 root:root "$V_SYSCTL"
 # sysctl_differs FILE: true when a key of FILE that this kernel has holds another value now.
 sysctl_differs() {
