@@ -1,7 +1,7 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import type { EgressRule } from "./firewall";
-import { renderAutoUpgrades, renderNftables, renderNginxDefault, renderSshdConfig, renderSwitchScript } from "./render";
+import { renderAutoUpgrades, renderHardening, renderNftables, renderNginxDefault, renderSshdConfig, renderSwitchScript } from "./render";
 import { OnServerArgs, remoteStep } from "./steps";
 
 export interface HostSetupArgs extends OnServerArgs {
@@ -25,7 +25,7 @@ export interface HostSetupArgs extends OnServerArgs {
 
 /**
  * Prepares a droplet over SSH: waits for cloud-init, then installs nginx, supervisor, gunicorn,
- * python3-venv and certbot, creates the app's user and folders, installs the deploy user's keys and
+ * python3-venv and certbot, applies pending security updates, hardens sshd, the kernel and logins, creates the app's user and folders, installs the deploy user's keys and
  * the release switch (`dropstack-switch`, `dropstack-rollback`).
  * Its steps re-run only when their scripts or these settings change, never for an app change.
  */
@@ -51,6 +51,7 @@ export class HostSetup extends pulumi.ComponentResource {
 
   private provision(name: string, args: HostSetupArgs, after: pulumi.Resource): command.remote.Command {
     const nginx = renderNginxDefault();
+    const hardening = renderHardening();
     const authorizedKeys = pulumi.output(args.deployPublicKey).apply((deployKey) =>
       [deployKey.trim(), ...args.adminSshKeys.map((k) => k.trim())].map((k) => `${k}\n`).join(""));
     return remoteStep(`${name}-base`, {
@@ -67,6 +68,11 @@ export class HostSetup extends pulumi.ComponentResource {
         SSHD_CONFIG: renderSshdConfig({ deployUser: args.deployUser }),
         AUTO_UPGRADES: renderAutoUpgrades(),
         NFTABLES: renderNftables({ sshAllowedCidrs: args.sshAllowedCidrs, egress: args.egress }),
+        SYSCTL: hardening.sysctl,
+        MODPROBE: hardening.modprobe,
+        NEEDRESTART: hardening.needrestart,
+        COREDUMP_LIMITS: hardening.coredumpLimits,
+        COREDUMP_SYSTEMD: hardening.coredumpSystemd,
       },
       triggers: [args.dropletId],
     }, { parent: this, dependsOn: [after] });

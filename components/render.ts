@@ -138,3 +138,17 @@ export function renderAutoUpgrades(): string {
 export function renderRenewHook(): string {
   return readRemoteFile("templates/renew-hook.sh");
 }
+
+/**
+ * Host hardening files, fixed text (no settings): kernel sysctls, kernel modules that are never
+ * loaded, needrestart's automatic restarts, and no core dumps (login limits, systemd-coredump).
+ */
+export function renderHardening(): { sysctl: string; modprobe: string; needrestart: string; coredumpLimits: string; coredumpSystemd: string } {
+  return {
+    sysctl: readRemoteFile("templates/sysctl-dropstack.conf"),
+    modprobe: readRemoteFile("templates/modprobe-dropstack.conf"),
+    needrestart: readRemoteFile("templates/needrestart-dropstack.conf"),
+    coredumpLimits: readRemoteFile("templates/coredump-limits.conf"),
+    coredumpSystemd: readRemoteFile("templates/coredump-systemd.conf"),
+  };
+}

@@ -6,7 +6,8 @@ import * as os from "os";
 import * as path from "path";
 import * as YAML from "yaml";
 import {
-  renderCloudConfig, renderEnvJson, renderGunicornConf, renderNftables, renderNginxDefault, renderNginxSite, renderSshdConfig, renderSupervisorSlot, renderSwitchScript,
+  renderCloudConfig, renderEnvJson, renderGunicornConf, renderHardening, renderNftables, renderNginxDefault, renderNginxSite, renderSshdConfig,
+  renderSupervisorSlot, renderSwitchScript,
 } from "../../components/render";
 import { encodeValues, readRemoteFile, renderTemplate, scriptText, shellQuote, stepCommand } from "../../components/shell";
 
@@ -141,6 +142,72 @@ describe("sshd drop-in", () => {
     for (const line of ["passwordauthentication no", "kbdinteractiveauthentication no", "permitrootlogin no", "allowusers deploy", "authenticationmethods publickey"]) {
       assert.match(r.stdout, new RegExp(`^${line}$`, "m"), line);
     }
+    // Lynis' SSH-7408 values: no forwarding or tunnels, few tries and sessions, keepalives over the
+    // encrypted channel, verbose logging (key fingerprints).
+    for (const line of ["allowtcpforwarding no", "allowagentforwarding no", "allowstreamlocalforwarding no", "x11forwarding no", "permittunnel no",
+      "gatewayports no", "permituserenvironment no", "maxauthtries 3", "maxsessions 2", "clientaliveinterval 300", "clientalivecountmax 2",
+      "tcpkeepalive no", "compression no", "usedns no", "loglevel VERBOSE"]) {
+      assert.match(r.stdout, new RegExp(`^${line}$`, "m"), line);
+    }
+  });
+});
+
+describe("host hardening files", () => {
+  const h = renderHardening();
+  /** Keys of sysctl.d lines ("key = value"); comments and blank lines skipped. */
+  const sysctlLines = () => h.sysctl.split("\n").filter((l) => l.trim() && !l.startsWith("#"));
+
+  it("the sysctl drop-in is sysctl.d syntax, each key once, and names keys this kernel has", () => {
+    // Keys a Debian kernel has but a build host's kernel may lack (checked by the e2e run on the VM).
+    const notEverywhere = new Set(["kernel.yama.ptrace_scope", "kernel.sysrq"]);
+    const keys = sysctlLines().map((l) => {
+      const m = /^([a-z0-9_]+(?:\.[a-z0-9_-]+)+) = (-?\d+)$/.exec(l);
+      assert.ok(m, `not a "key = number" line: ${l}`);
+      return m[1];
+    });
+    assert.strictEqual(new Set(keys).size, keys.length, "a key is set twice");
+    for (const key of keys) {
+      if (notEverywhere.has(key)) continue;
+      assert.ok(fs.existsSync(`/proc/sys/${key.replace(/\./g, "/")}`), `no such sysctl: ${key}`);
+    }
+  });
+
+  it("sysctl: network and kernel hardening, but forwarding, router advertisements and DHCP untouched", () => {
+    const set = Object.fromEntries(sysctlLines().map((l) => l.split(" = ")));
+    for (const [k, v] of Object.entries({ "kernel.kptr_restrict": "2", "kernel.dmesg_restrict": "1", "fs.suid_dumpable": "0", "kernel.yama.ptrace_scope": "2",
+      "net.ipv4.conf.all.accept_redirects": "0", "net.ipv4.conf.all.send_redirects": "0", "net.ipv4.conf.all.rp_filter": "1", "net.ipv4.tcp_syncookies": "1",
+      "net.ipv6.conf.all.accept_redirects": "0", "fs.protected_symlinks": "1", "fs.protected_regular": "2" })) {
+      assert.strictEqual(set[k], v, k);
+    }
+    // IPv6 SLAAC on a droplet, and loading nftables' modules on demand, must keep working.
+    for (const k of Object.keys(set)) assert.doesNotMatch(k, /accept_ra|disable_ipv6|autoconf|modules_disabled|ip_forward\b.*1/, k);
+    assert.strictEqual(set["net.ipv4.ip_forward"], "0");
+  });
+
+  it("the modprobe file parses with modprobe -C and refuses the listed modules", function () {
+    for (const l of h.modprobe.split("\n").filter((x) => x.trim() && !x.startsWith("#"))) assert.match(l, /^(install [a-z0-9_-]+ \/bin\/true|blacklist [a-z0-9_-]+)$/, l);
+    // kmod is not among .ci/install-host-packages.sh's packages yet: the line syntax above still runs.
+    if (!fs.existsSync("/usr/sbin/modprobe") && !fs.existsSync("/sbin/modprobe")) this.skip();
+    const dir = tmp();
+    fs.writeFileSync(path.join(dir, "dropstack.conf"), h.modprobe);
+    const r = spawnSync(fs.existsSync("/usr/sbin/modprobe") ? "/usr/sbin/modprobe" : "/sbin/modprobe", ["-C", dir, "--showconfig"], { encoding: "utf8" });
+    fs.rmSync(dir, { recursive: true, force: true });
+    assert.strictEqual(r.status, 0, r.stderr);
+    assert.strictEqual(r.stderr, "", "modprobe warned about the file");
+    for (const mod of ["usb_storage", "firewire_core", "cramfs", "squashfs", "udf", "dccp", "sctp", "rds", "tipc"]) assert.match(r.stdout, new RegExp(`^install ${mod} /bin/true$`, "m"), mod);
+    assert.match(r.stdout, /^blacklist usb_storage$/m);
+  });
+
+  it("needrestart's setting is valid Perl and restarts automatically", () => {
+    const r = spawnSync("perl", ["-c", "-e", `my %nrconf;\n${h.needrestart}`], { encoding: "utf8" });
+    assert.strictEqual(r.status, 0, r.stderr);
+    assert.match(h.needrestart, /^\$nrconf\{restart\} = 'a';$/m);
+  });
+
+  it("core dumps are off for logins and for systemd-coredump", () => {
+    assert.match(h.coredumpLimits, /^\* hard core 0$/m);
+    assert.match(h.coredumpLimits, /^\* soft core 0$/m);
+    assert.match(h.coredumpSystemd, /^\[Coredump\]\nStorage=none\nProcessSizeMax=0$/m);
   });
 });
 
