@@ -5,19 +5,19 @@ import { renderAutoUpgrades, renderHardening, renderNftables, renderNginxDefault
 import { OnServerArgs, remoteStep } from "./steps";
 
 export interface HostSetupArgs extends OnServerArgs {
-  /** App name: its user, folders and supervisor program. @default "app" */
+  /** App name: its user, folders and supervisor program. @example "shop" */
   app: string;
-  /** Deploy user created by cloud-init. @default "deploy" */
+  /** Deploy user created by cloud-init. @example "deploy" */
   deployUser: string;
   /** The generated deploy key's public line (always authorized). */
   deployPublicKey: pulumi.Input<string>;
-  /** Admins' public keys, authorized for the deploy user. @default [] */
+  /** Admins' public keys, authorized for the deploy user. @example ["ssh-ed25519 AAAAC3Nza... alice@laptop"] */
   adminSshKeys: string[];
   /** Networks that may reach SSH (host firewall; the cloud firewall has the same). */
   sshAllowedCidrs: string[];
-  /** Extra outbound rules for the host firewall (the cloud firewall has the same). @default [] */
+  /** Extra outbound rules for the host firewall (the cloud firewall has the same); unset: none. @example [{ protocol: "tcp", ports: "25060", to: ["10.114.0.0/20"] }] */
   egress?: EgressRule[];
-  /** Extra Debian packages. @default [] */
+  /** Extra Debian packages. @example ["python3-flask", "libpq5"] */
   aptPackages: string[];
   /** How long to wait for cloud-init on a new droplet, in seconds. @default 900 */
   cloudInitTimeoutSeconds?: number;
