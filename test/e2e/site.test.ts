@@ -235,6 +235,15 @@ describe("end to end on the local cloud", function () {
     assert.match(await onServer("cat /etc/apt/apt.conf.d/20auto-upgrades"), /Unattended-Upgrade "1"/);
   });
 
+  it("applies pending security updates at first provisioning and says how many", async () => {
+    const base = first.resources.find((r) => r.name === "host-base");
+    const line = /\[dropstack-base\] security updates: (\d+) applied/.exec(String(base?.state.stderr ?? ""));
+    assert.ok(line, `host-base did not report its security updates:\n${String(base?.state.stderr ?? "").slice(-2000)}`);
+    measured.push(["security updates applied by the first up", line[1]]);
+    const pending = await onServer("apt-get -s -o Debug::NoLocking=1 dist-upgrade | awk '$1 == \"Inst\" && /-security/' || true");
+    assert.strictEqual(pending.trim(), "", "security updates still pending after provisioning");
+  });
+
   it("runs a host firewall: default drop both ways, HTTPS and the configured egress out allowed, other ports out refused", async () => {
     const rules = await onServer("sudo nft list table inet dropstack");
     assert.match(rules, /hook input priority filter; policy drop;/);
