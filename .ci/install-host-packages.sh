@@ -12,7 +12,7 @@ fi
 
 packages=(
   # rendered-config checks (unit tests)
-  nginx-light supervisor shellcheck openssh-server nftables
+  nginx-light supervisor shellcheck openssh-server nftables kmod
   # local cloud (end-to-end tests)
   qemu-system-x86 qemu-utils seabios ipxe-qemu cloud-image-utils debootstrap e2fsprogs
   openssh-client pebble openssl curl wrk sslscan
