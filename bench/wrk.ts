@@ -47,8 +47,8 @@ export function parseWrk(target: string, url: string, out: string, cpu: CpuUse):
     seconds: reqs ? Number(reqs[2]) * (reqs[3] === "ms" ? 0.001 : 1) : NaN,
     latencyMs: {
       avg: wrkLatencyMs(/Latency\s+(\S+)/.exec(out)?.[1] ?? ""),
-      p50: wrkLatencyMs(/50%\s+(\S+)/.exec(out)?.[1] ?? ""),
-      p99: wrkLatencyMs(/99%\s+(\S+)/.exec(out)?.[1] ?? ""),
+      p50: wrkLatencyMs(/^\s*50%\s+(\S+)/m.exec(out)?.[1] ?? ""),
+      p99: wrkLatencyMs(/^\s*99%\s+(\S+)/m.exec(out)?.[1] ?? ""),
     },
     non2xx3xx: num(/Non-2xx or 3xx responses: (\d+)/) || 0,
     socketErrors: { connect: Number(sock?.[1] ?? 0), read: Number(sock?.[2] ?? 0), write: Number(sock?.[3] ?? 0), timeout: Number(sock?.[4] ?? 0) },
