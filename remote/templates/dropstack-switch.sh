@@ -155,24 +155,21 @@ rm -f "$socket"
 supervisorctl update >/dev/null
 supervisorctl start "$app-$new_slot" >/dev/null 2>&1 || true
 
-# Sets `died` to why the new slot's gunicorn is gone ("" while it runs): supervisor shows it exited
-# (BACKOFF, EXITED, FATAL) before it had a pid, or the pid it started with no longer exists (kill -0:
-# no supervisorctl round trip per check). Runs in this shell (not $(...)): it keeps that pid.
+# Sets `died` to why the new slot's gunicorn is no longer the process that was started ("" while it
+# is): supervisor shows it exited (BACKOFF, EXITED, FATAL), or restarted it (another pid) after it
+# died running. Runs in this shell (not $(...)): it remembers the first pid it saw.
 first_pid=
 died=
 check_slot() {
-  local line state
+  local state pid
   died=
-  if [ -n "$first_pid" ]; then
-    kill -0 "$first_pid" 2>/dev/null || died="its master process (pid $first_pid) exited"
-    return 0
-  fi
-  line=$(supervisorctl status "$app-$new_slot" 2>/dev/null || true)
-  state=$(awk '{print $2}' <<<"$line")
+  state=$(supervisorctl status "$app-$new_slot" 2>/dev/null | awk '{print $2}' || true)
   case "$state" in
     BACKOFF|EXITED|FATAL) died="supervisor: $state"; return 0 ;;
   esac
-  first_pid=$(sed -n 's/.* pid \([0-9][0-9]*\),.*/\1/p' <<<"$line")
+  pid=$(supervisorctl pid "$app-$new_slot" 2>/dev/null || true)
+  [[ $pid =~ ^[1-9][0-9]*$ ]] || return 0
+  if [ -z "$first_pid" ]; then first_pid=$pid; elif [ "$pid" != "$first_pid" ]; then died="supervisor restarted it: pid $first_pid exited"; fi
 }
 
 code=
