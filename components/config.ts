@@ -95,11 +95,6 @@ export function isOpenSshPublicKey(line: string): boolean {
   return blob.toString("base64") === m[2] && completeKeyBlob(m[1], blob);
 }
 
-/** True for an IPv4 or IPv6 network in CIDR notation ("203.0.113.0/24", "2001:db8::/32"). */
-export function isCidr(value: string): boolean {
-  return parseCidr(value) !== undefined;
-}
-
 /** An email address without whitespace, one @, a dotted domain, not read as an option; linear time. */
 function isEmail(value: string): boolean {
   const at = value.indexOf("@");
