@@ -25,8 +25,10 @@ export interface HostSetupArgs extends OnServerArgs {
 
 /**
  * Prepares a droplet over SSH: waits for cloud-init, then installs nginx, supervisor, gunicorn,
- * python3-venv and certbot, applies pending security updates, hardens sshd, the kernel and logins, creates the app's user and folders, installs the deploy user's keys and
- * the release switch (`dropstack-switch`, `dropstack-rollback`).
+ * python3-venv and certbot, applies pending security updates, hardens sshd, the kernel and logins,
+ * creates the app's user and folders, installs the deploy user's keys and the release switch
+ * (`dropstack-switch`, `dropstack-rollback`); then reboots a new droplet whose updates need it
+ * (a new kernel) and waits until it is up again, so the first release runs on the updated system.
  * Its steps re-run only when their scripts or these settings change, never for an app change.
  */
 export class HostSetup extends pulumi.ComponentResource {
@@ -35,18 +37,30 @@ export class HostSetup extends pulumi.ComponentResource {
 
   constructor(name: string, args: HostSetupArgs, opts?: pulumi.ComponentResourceOptions) {
     super("dropstack:index:HostSetup", name, {}, opts);
-    const cloudInit = this.waitForCloudInit(name, args);
-    this.ready = this.provision(name, args, cloudInit);
+    const cloudInit = this.waitUntilBooted(`${name}-cloud-init`, args);
+    const base = this.provision(name, args, cloudInit);
+    const reboot = this.rebootIfRequired(name, args, base);
+    this.ready = this.waitUntilBooted(`${name}-booted`, args, reboot);
     this.registerOutputs({ ready: this.ready.stdout });
   }
 
-  private waitForCloudInit(name: string, args: HostSetupArgs): command.remote.Command {
-    return remoteStep(`${name}-cloud-init`, {
+  private waitUntilBooted(name: string, args: HostSetupArgs, after?: pulumi.Resource): command.remote.Command {
+    return remoteStep(name, {
       connection: args.connection,
       script: "wait-ready",
       values: { TIMEOUT_SECONDS: String(args.cloudInitTimeoutSeconds ?? 900) },
       triggers: [args.dropletId],
-    }, { parent: this });
+    }, { parent: this, dependsOn: after ? [after] : undefined });
+  }
+
+  /** Reboots when the updates ask for it (/run/reboot-required), only while no release is live. */
+  private rebootIfRequired(name: string, args: HostSetupArgs, after: pulumi.Resource): command.remote.Command {
+    return remoteStep(`${name}-reboot`, {
+      connection: args.connection,
+      script: "reboot",
+      values: { APP: args.app },
+      triggers: [args.dropletId],
+    }, { parent: this, dependsOn: [after] });
   }
 
   private provision(name: string, args: HostSetupArgs, after: pulumi.Resource): command.remote.Command {

@@ -17,10 +17,10 @@ import * as pulumi from "@pulumi/pulumi";
 import { folderHash } from "../components/shell";
 import { runProgram, RunResult } from "./program";
 import { Pebble } from "./acme";
-import { isRunning, registerProcess, stopProcess, unregisterProcess } from "./processes";
+import { isRunning, registerProcess, stopProcess } from "./processes";
 import { sftpWriteDir, sshExec, SshConnection, waitForSshLogin } from "./ssh";
 import { run } from "./util";
-import { bootVm, freeLoopbackAddress, Vm } from "./vm";
+import { bootVm, freeLoopbackAddress, resumeVm, Vm } from "./vm";
 
 type Inputs = Record<string, unknown>;
 
@@ -122,6 +122,7 @@ export class LocalCloud {
   }
 
   private save(): void {
+    for (const [id, vm] of this.vms) if (this.state.vms[id]) this.state.vms[id].pid = vm.pid; // a reboot starts a new qemu
     fs.writeFileSync(this.statePath, JSON.stringify(this.state, null, 2), { mode: 0o600 });
   }
 
@@ -187,7 +188,7 @@ export class LocalCloud {
 
   /** Leaves VMs running after this process exits (for `npm run local -- up`). */
   detachVms(): void {
-    for (const vm of this.vms.values()) unregisterProcess(vm.pid);
+    for (const vm of this.vms.values()) vm.detach();
   }
 
   private async previewResource(args: pulumi.runtime.MockResourceArgs): Promise<{ id: string; state: Inputs }> {
@@ -240,8 +241,12 @@ export class LocalCloud {
     return ["userData", "sshKeys", "image", "region"].some((f) => stableJson(old[f]) !== stableJson(inputs[f]));
   }
 
-  /** Unchanged resources: keep the mock DNS in step (Pebble may have been restarted). */
+  /**
+   * Unchanged resources: keep the mock DNS in step (Pebble may have been restarted), and power on
+   * a droplet whose VM rebooted while no process watched it (a droplet comes back by itself).
+   */
   private async refresh(type: string, inputs: Inputs, stored: StoredResource): Promise<void> {
+    if (type === "digitalocean:index/droplet:Droplet") await this.ensureRunning(stored.id);
     if (type === "digitalocean:index/dnsRecord:DnsRecord") await this.applyDns(inputs);
     if (type === "digitalocean:index/sshKey:SshKey") this.sshKeys.set(String(stored.outputs.fingerprint), String(inputs.publicKey));
   }
@@ -367,6 +372,16 @@ export class LocalCloud {
     if (!source?.assetPath) throw new Error("local cloud: CopyToRemote source must be path based (FileAsset or FileArchive)");
     await sftpWriteDir(conn, source.assetPath, String(inputs.remotePath));
     return { id: sha(String(inputs.remotePath)).slice(0, 12), outputs: { ...inputs } };
+  }
+
+  private async ensureRunning(dropletId: string): Promise<void> {
+    const stored = this.state.vms[dropletId];
+    if (!stored || this.vms.has(dropletId) || isRunning(stored.pid, path.join(stored.dir, "qmp.sock"))) return;
+    this.log(`    the VM of droplet ${dropletId} is not running (it rebooted while no process watched it): powering it on`);
+    const vm = await resumeVm(stored.dir, (m) => this.log(`    ${m}`));
+    this.vms.set(dropletId, vm);
+    await vm.waitForSsh(8 * 60_000);
+    this.save();
   }
 
   private async deleteUnregistered(): Promise<void> {

@@ -3,14 +3,21 @@
 // user-data and SSH keys the way DigitalOcean supplies them. Its ports 22, 80
 // and 443 are forwarded from a loopback address of its own (e.g. 127.0.0.23),
 // so the "droplet" is reached at that address on its standard ports.
+//
+// Like a droplet, the VM boots its own newest installed kernel: the first boot
+// uses the image's kernel (the only one on the disk); qemu runs with -no-reboot,
+// so a reboot inside the guest ends qemu, and the VM is started again with the
+// kernel and initrd read from its own disk (a kernel update takes effect, as on
+// DigitalOcean). A process that holds the Vm restarts it at once; a VM that
+// rebooted while no process watched is powered on by resumeVm.
 import * as fs from "fs";
 import * as fsp from "fs/promises";
 import * as net from "net";
 import * as path from "path";
 import { randomBytes } from "crypto";
 import { stringify } from "yaml";
-import { ensureImage, Image } from "./image";
-import { isRunning, killRegistered, registerProcess, stopProcess } from "./processes";
+import { ensureImage } from "./image";
+import { isRunning, killRegistered, registerProcess, stopProcess, unregisterProcess } from "./processes";
 import { canBind, Logger, noLog, run, tailFile, waitUntil } from "./util";
 
 export interface BootVmOptions {
@@ -34,8 +41,9 @@ export interface Vm {
   address: string;
   /** Directory with the overlay, seed, console log, QMP socket and pidfile. */
   dir: string;
-  pid: number;
-  /** Path of the serial console log. */
+  /** qemu's pid (a new one after each reboot). */
+  readonly pid: number;
+  /** Path of the serial console log (all boots, appended). */
   consoleLog: string;
   consoleTail(lines?: number): string;
   /** Polls until the VM's sshd sends its "SSH-" banner on address:22. */
@@ -43,6 +51,15 @@ export interface Vm {
   /** ACPI power-down via QMP; kills the process if it has not exited within timeoutMs. */
   powerOff(timeoutMs?: number): Promise<void>;
   isRunning(): boolean;
+  /** Stops watching for guest reboots and forgets the process (it outlives this one). */
+  detach(): void;
+}
+
+/** What a later process needs to power the VM on again (kept in <dir>/vm.json). */
+interface VmRecord {
+  name: string;
+  address: string;
+  memoryMb?: number;
 }
 
 const FORWARDED_PORTS = [22, 80, 443];
@@ -91,13 +108,64 @@ export async function bootVm(opts: BootVmOptions): Promise<Vm> {
   try {
     await prepareDir(dir);
     await writeSeed(dir, opts);
-    await run("qemu-img", ["create", "-q", "-f", "qcow2", "-F", "raw", "-b", image.disk, path.join(dir, "overlay.qcow2")]);
-    pid = await startQemu(dir, image, opts);
+    await run("qemu-img", ["create", "-q", "-f", "qcow2", "-F", "raw", "-b", image.disk, overlayPath(dir)]);
+    const record: VmRecord = { name: opts.name, address: opts.address, memoryMb: opts.memoryMb };
+    await fsp.writeFile(path.join(dir, "vm.json"), JSON.stringify(record));
+    pid = await startQemu(dir, image, record);
   } finally {
     reserved.delete(opts.address); // bound by qemu now, or free again
   }
   log(`vm ${opts.name}: qemu pid ${pid} started, ports 22/80/443 on ${opts.address}, console ${consolePath(dir)}`);
   return makeVm(dir, pid, opts, log);
+}
+
+/**
+ * Powers on a VM whose qemu is no longer running (it rebooted while no process watched it), from
+ * its own disk and its own newest kernel, as a droplet that was powered off boots again.
+ */
+export async function resumeVm(dir: string, log: Logger = noLog): Promise<Vm> {
+  const record = JSON.parse(await fsp.readFile(path.join(dir, "vm.json"), "utf8")) as VmRecord;
+  await prepareDir(dir);
+  const pid = await startQemu(dir, await installedKernel(dir, log), record);
+  log(`vm ${record.name}: powered on again (qemu pid ${pid})`);
+  return makeVm(dir, pid, record, log);
+}
+
+function overlayPath(dir: string): string {
+  return path.join(dir, "overlay.qcow2");
+}
+
+/**
+ * Copies the newest kernel installed in the guest (/boot/vmlinuz-<version>, highest version, and
+ * its initrd) out of the VM's disk into <dir>/boot/. qemu-img flattens the overlay to a sparse raw
+ * file that debugfs reads (no mount, no root needed); the file is removed afterwards.
+ */
+async function installedKernel(dir: string, log: Logger): Promise<{ kernel: string; initrd: string }> {
+  const raw = path.join(dir, "disk-read.raw");
+  const bootDir = path.join(dir, "boot");
+  await fsp.mkdir(bootDir, { recursive: true });
+  try {
+    await run("qemu-img", ["convert", "-f", "qcow2", "-O", "raw", overlayPath(dir), raw], { timeoutMs: 10 * 60_000 });
+    const listing = await run("debugfs", ["-R", "ls -p /boot", raw]);
+    // `ls -p` lines: /inode/mode/uid/gid/name/size/
+    const names = listing.stdout.split("\n").map((l) => l.split("/")[5]).filter((n): n is string => !!n);
+    const versions = names.filter((n) => n.startsWith("vmlinuz-")).map((n) => n.slice("vmlinuz-".length))
+      .filter((v) => names.includes(`initrd.img-${v}`))
+      .sort((a, b) => a.localeCompare(b, "en", { numeric: true }));
+    const version = versions.at(-1);
+    if (!version) throw new Error(`no kernel with an initrd in the VM's /boot (${names.join(" ") || "empty"})`);
+    const kernel = path.join(bootDir, "vmlinuz");
+    const initrd = path.join(bootDir, "initrd.img");
+    for (const [from, to] of [[`/boot/vmlinuz-${version}`, kernel], [`/boot/initrd.img-${version}`, initrd]]) {
+      await fsp.rm(to, { force: true });
+      await run("debugfs", ["-R", `dump ${from} ${to}`, raw]);
+      if (!fs.existsSync(to) || fs.statSync(to).size === 0) throw new Error(`debugfs could not copy ${from} out of the VM's disk`);
+    }
+    log(`vm: booting the guest's own kernel ${version}`);
+    return { kernel, initrd };
+  } finally {
+    await fsp.rm(raw, { force: true });
+  }
 }
 
 function consolePath(dir: string): string {
@@ -136,7 +204,7 @@ async function writeSeed(dir: string, opts: BootVmOptions): Promise<void> {
   await run("cloud-localds", [path.join(dir, "seed.img"), userDataFile, metaDataFile]);
 }
 
-async function startQemu(dir: string, image: Image, opts: BootVmOptions): Promise<number> {
+async function startQemu(dir: string, image: { kernel: string; initrd: string }, opts: VmRecord): Promise<number> {
   const a = opts.address;
   const forwards = FORWARDED_PORTS.map((p) => `hostfwd=tcp:${a}:${p}-:${p}`).join(",");
   const pidFile = path.join(dir, "qemu.pid");
@@ -145,11 +213,12 @@ async function startQemu(dir: string, image: Image, opts: BootVmOptions): Promis
     ...["-m", String(opts.memoryMb ?? 2048), "-smp", "2"],
     ...["-kernel", image.kernel, "-initrd", image.initrd],
     ...["-append", "root=/dev/vda rw console=ttyS0 net.ifnames=0"],
-    ...["-drive", `file=${path.join(dir, "overlay.qcow2")},if=virtio,format=qcow2`],
+    ...["-drive", `file=${overlayPath(dir)},if=virtio,format=qcow2`],
     ...["-drive", `file=${path.join(dir, "seed.img")},if=virtio,format=raw,readonly=on`],
     ...["-netdev", `user,id=n0,ipv6=off,${forwards}`, "-device", "virtio-net-pci,netdev=n0"],
     ...["-device", "virtio-rng-pci"],
-    ...["-display", "none", "-monitor", "none", "-serial", `file:${consolePath(dir)}`],
+    ...["-chardev", `file,id=console,path=${consolePath(dir)},append=on`, "-serial", "chardev:console"],
+    ...["-display", "none", "-monitor", "none", "-no-reboot"],
     ...["-qmp", `unix:${qmpPath(dir)},server=on,wait=off`],
     ...["-pidfile", pidFile, "-daemonize"],
   ];
@@ -160,15 +229,40 @@ async function startQemu(dir: string, image: Image, opts: BootVmOptions): Promis
   return pid;
 }
 
-function makeVm(dir: string, pid: number, opts: BootVmOptions, log: Logger): Vm {
+function makeVm(dir: string, firstPid: number, opts: VmRecord, log: Logger): Vm {
   const consoleLog = consolePath(dir);
   const consoleTail = (lines = 60) => tailFile(consoleLog, lines);
+  let pid = firstPid;
+  let stopping = false;
+  let restarting = false;
   const running = () => isRunning(pid, qmpPath(dir));
+  // A guest reboot ends qemu (-no-reboot): the kernel's last console line says which it was.
+  const rebooted = () => /reboot: Restarting system\s*$/.test(tailFile(consoleLog, 3));
+  const restart = async () => {
+    restarting = true;
+    try {
+      unregisterProcess(pid);
+      log(`vm ${opts.name}: the guest rebooted; starting it again`);
+      pid = await startQemu(dir, await installedKernel(dir, log), opts);
+      log(`vm ${opts.name}: qemu pid ${pid} started again`);
+    } catch (err) {
+      log(`vm ${opts.name}: could not start again after the guest's reboot: ${(err as Error).message}`);
+    } finally {
+      restarting = false;
+    }
+  };
+  const watcher = setInterval(() => {
+    if (stopping || restarting || running() || !rebooted()) return;
+    void restart();
+  }, 1000);
+  watcher.unref();
   return {
     name: opts.name,
     address: opts.address,
     dir,
-    pid,
+    get pid() {
+      return pid;
+    },
     consoleLog,
     consoleTail,
     isRunning: running,
@@ -178,7 +272,7 @@ function makeVm(dir: string, pid: number, opts: BootVmOptions, log: Logger): Vm 
         `the SSH banner of VM ${opts.name} on ${opts.address}:22`,
         timeoutMs,
         async () => {
-          if (!running()) throw new Error(`VM ${opts.name} (qemu pid ${pid}) exited while booting\n${consoleDebug(consoleLog)}`);
+          if (!running() && !restarting && !rebooted()) throw new Error(`VM ${opts.name} (qemu pid ${pid}) exited while booting\n${consoleDebug(consoleLog)}`);
           return (await readBanner(opts.address, 22, 5000))?.startsWith("SSH-") ? true : undefined;
         },
         { intervalMs: 1000, debug: () => consoleDebug(consoleLog) },
@@ -186,7 +280,15 @@ function makeVm(dir: string, pid: number, opts: BootVmOptions, log: Logger): Vm 
       log(`vm ${opts.name}: ssh answers ${((Date.now() - start) / 1000).toFixed(1)} s after waiting began`);
     },
     powerOff: async (timeoutMs = 90_000) => {
+      stopping = true;
+      clearInterval(watcher);
+      await waitUntil(`VM ${opts.name} to finish starting again after a reboot`, 10 * 60_000, () => (restarting ? undefined : true), { intervalMs: 500 });
       await powerOff(dir, pid, opts.name, timeoutMs, log);
+    },
+    detach: () => {
+      stopping = true;
+      clearInterval(watcher);
+      unregisterProcess(pid);
     },
   };
 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Waits until cloud-init has finished on a fresh droplet (ssh answers before it is done).
+# Waits until a droplet has booted: cloud-init has finished (ssh answers before it is done on a
+# new droplet) and systemd has started every unit of the boot (nginx, supervisor after a reboot).
 set -euo pipefail
 
 require V_TIMEOUT_SECONDS
@@ -12,4 +13,10 @@ case "$status" in
   *) cloud-init status --long >&2 || true; die "cloud-init failed (status $status)" ;;
 esac
 [ -e /var/lib/cloud/instance/boot-finished ] || die "cloud-init reports done but boot-finished is missing"
+state=$(timeout "$V_TIMEOUT_SECONDS" systemctl is-system-running --wait 2>/dev/null || true)
+case "$state" in
+  running) ;;
+  degraded) log "booted, but some units failed:"; systemctl --failed --no-legend --plain >&2 || true ;;
+  *) die "systemd did not finish booting within ${V_TIMEOUT_SECONDS}s (state: ${state:-unknown})" ;;
+esac
 finish

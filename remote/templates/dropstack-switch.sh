@@ -122,11 +122,25 @@ stop_slot() {
   supervisorctl update >/dev/null
 }
 
+# The first Python traceback in a log, from its "Traceback" line through the exception line: the
+# cause, which gunicorn's own shutdown messages and the other workers' tracebacks push far up.
+first_traceback() {
+  awk '
+    !open && /^Traceback / { open = 1 }
+    open { print }
+    open && !/^Traceback / && !/^[[:space:]]/ && !/^$/ && !/^(During handling|The above exception)/ { exit }
+  ' "$1" 2>/dev/null | head -n 200 || true
+}
+
 fail() {
+  local cause
   stop_slot "$new_slot"
   audit failed
+  cause=$(first_traceback "$slot_log")
   die "$1
-release $id was NOT switched live; ${live_release:-nothing} keeps serving.
+release $id was NOT switched live; ${live_release:-nothing} keeps serving.${cause:+
+First traceback in $slot_log:
+$cause}
 Last lines of $slot_log:
 $(tail -n 40 "$slot_log" 2>/dev/null || true)"
 }
@@ -155,21 +169,25 @@ rm -f "$socket"
 supervisorctl update >/dev/null
 supervisorctl start "$app-$new_slot" >/dev/null 2>&1 || true
 
-# Sets `died` to why the new slot's gunicorn is no longer the process that was started ("" while it
-# is): supervisor shows it exited (BACKOFF, EXITED, FATAL), or restarted it (another pid) after it
-# died running. Runs in this shell (not $(...)): it remembers the first pid it saw.
+# Sets `died` to why the new slot's gunicorn is gone ("" while it runs). Until it has a pid,
+# supervisor's status says whether it exited (BACKOFF, EXITED, FATAL); from then on `kill -0` on
+# that pid notices its exit without a supervisorctl round trip (seconds each under emulation). Runs
+# in this shell (not $(...)): it keeps the pid it saw.
 first_pid=
 died=
 check_slot() {
-  local state pid
+  local line state
   died=
-  state=$(supervisorctl status "$app-$new_slot" 2>/dev/null | awk '{print $2}' || true)
+  if [ -n "$first_pid" ]; then
+    kill -0 "$first_pid" 2>/dev/null || died="its master process (pid $first_pid) exited"
+    return 0
+  fi
+  line=$(supervisorctl status "$app-$new_slot" 2>/dev/null || true)
+  state=$(awk '{print $2}' <<<"$line")
   case "$state" in
     BACKOFF|EXITED|FATAL) died="supervisor: $state"; return 0 ;;
   esac
-  pid=$(supervisorctl pid "$app-$new_slot" 2>/dev/null || true)
-  [[ $pid =~ ^[1-9][0-9]*$ ]] || return 0
-  if [ -z "$first_pid" ]; then first_pid=$pid; elif [ "$pid" != "$first_pid" ]; then died="supervisor restarted it: pid $first_pid exited"; fi
+  first_pid=$(sed -n 's/.* pid \([0-9][0-9]*\),.*/\1/p' <<<"$line")
 }
 
 code=

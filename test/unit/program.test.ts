@@ -85,7 +85,7 @@ for (const stack of ["staging", "prod"]) {
       assert.deepStrictEqual(droplet.inputs.sshKeys, ["3b:16:bf:e4:8b:00:8b:b8:59:8c:a9:d3:f0:19:45:fa"]);
     });
 
-    it("runs the steps in order: cloud-init, base, certificate, site, upload, release", async () => {
+    it("runs the steps in order: cloud-init, base, reboot, booted, certificate, site, upload, release", async () => {
       const r = await runFake({ stack });
       const order = remoteResources(r).map((x) => x.name);
       const pos = (n: string) => {
@@ -94,7 +94,9 @@ for (const stack of ["staging", "prod"]) {
         return i;
       };
       assert.ok(pos("host-cloud-init") < pos("host-base"));
-      assert.ok(pos("host-base") < pos("certificate-certbot"));
+      assert.ok(pos("host-base") < pos("host-reboot"));
+      assert.ok(pos("host-reboot") < pos("host-booted"));
+      assert.ok(pos("host-booted") < pos("certificate-certbot"));
       assert.ok(pos("certificate-certbot") < pos("site-nginx"));
       assert.ok(pos("site-nginx") < pos("app-release"));
       assert.ok(pos("app-upload") < pos("app-release"));
@@ -132,7 +134,7 @@ describe("what an app change re-runs", () => {
 
   it("keeps the app's content and settings out of provisioning triggers and stdin", async () => {
     const r = await runFake({ overrides: { appSource: copy, wsgi: "app:app", env: { MARKER_ENV: "marker-value-1" } } });
-    for (const name of ["host-cloud-init", "host-base", "certificate-certbot", "site-nginx"]) {
+    for (const name of ["host-cloud-init", "host-base", "host-reboot", "host-booted", "certificate-certbot", "site-nginx"]) {
       const text = JSON.stringify(plain(byName(r, name).inputs));
       assert.ok(!text.includes("marker-value-1"), `${name} carries an app setting`);
       assert.ok(!text.includes(copy), `${name} carries the app folder`);
