@@ -57,9 +57,16 @@ release_of() { local target; target=$(readlink "$1" 2>/dev/null) || return 0; pr
 # Release ids on this server, newest first.
 list_releases() { find "$releases" -mindepth 1 -maxdepth 1 -type d ! -name '.*' -printf '%T@ %f\n' | sort -rn | cut -d' ' -f2-; }
 
+# audit RESULT [FIELD=VALUE...]: one line per switch in the audit log.
 audit() {
-  printf '%s action=%s release=%s by=%s result=%s\n' "$(date -u +%FT%TZ)" "$action" "$id" "$by" "$1" >>"$root/shared/log/releases.log"
+  local result=$1
+  shift
+  printf '%s action=%s release=%s by=%s result=%s%s\n' "$(date -u +%FT%TZ)" "$action" "$id" "$by" "$result" "${*:+ $*}" \
+    >>"$root/shared/log/releases.log"
 }
+
+# Microseconds since the epoch (bash's EPOCHREALTIME; the locale's decimal point is ".").
+now_us() { local t=$EPOCHREALTIME; echo "${t/./}"; }
 
 # ---- arguments
 action=switch
@@ -166,6 +173,7 @@ sed -e "s#@SLOT@#$new_slot#g" -e "s#@RELEASE@#$id#g" "$state/supervisor-slot.con
 mv -f "$slot_conf.tmp" "$slot_conf"
 : >"$slot_log.tmp" && chown "$app:$app" "$slot_log.tmp" && mv -f "$slot_log.tmp" "$slot_log"
 rm -f "$socket"
+boot_started=$(now_us)
 supervisorctl update >/dev/null
 supervisorctl start "$app-$new_slot" >/dev/null 2>&1 || true
 
@@ -197,6 +205,7 @@ for attempt in $(seq 1 "$health_attempts"); do
   if [ -n "$died" ]; then
     fail "the new slot's gunicorn exited $((SECONDS - started)) s after it started, before it passed the health check ($((attempt - 1)) of $health_attempts checks made; $died): it crashed at start, e.g. an import error"
   fi
+  check_started=$(now_us)
   code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time "$health_timeout" --unix-socket "$socket" \
     -H "Host: $health_host" -H 'X-Forwarded-Proto: https' "http://localhost$health_path" 2>/dev/null || true)
   [ "$code" = "$health_status" ] && break
@@ -204,6 +213,10 @@ for attempt in $(seq 1 "$health_attempts"); do
   sleep 1
 done
 [ "$code" = "$health_status" ] || fail "health check failed: GET $health_path through $socket answered ${code:-nothing} $health_attempts times (want $health_status)"
+healthy=$(now_us)
+boot_ms=$(((healthy - boot_started) / 1000))
+check_ms=$(((healthy - check_started) / 1000))
+log "slot $new_slot booted and passed its health check in ${boot_ms} ms (the passing check took ${check_ms} ms)"
 
 # ---- switch: nginx connects through this symlink for every new upstream connection
 ln -sfn "$socket" "$root/current.sock.tmp"
@@ -220,7 +233,7 @@ log "release $id is live on slot $new_slot"
 if [ -n "$live_slot" ]; then
   stop_slot "$live_slot"
 fi
-audit ok
+audit ok "boot_ms=$boot_ms" "check_ms=$check_ms"
 
 # ---- keep `keep_releases` releases: the live one, the previous one, then the newest others
 keep=$(setting keep_releases)
