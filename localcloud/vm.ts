@@ -236,8 +236,12 @@ function makeVm(dir: string, firstPid: number, opts: VmRecord, log: Logger): Vm 
   let stopping = false;
   let restarting = false;
   const running = () => isRunning(pid, qmpPath(dir));
-  // A guest reboot ends qemu (-no-reboot): the kernel's last console line says which it was.
-  const rebooted = () => /reboot: Restarting system\s*$/.test(tailFile(consoleLog, 3));
+  // A guest reboot ends qemu (-no-reboot): the kernel's last console lines say which it was
+  // ("reboot: Restarting system", then maybe "reboot: machine restart"; a power-off says "Power down").
+  const rebooted = () => {
+    const tail = tailFile(consoleLog, 5);
+    return tail.includes("reboot: Restarting system") && !tail.includes("reboot: Power down");
+  };
   const restart = async () => {
     restarting = true;
     try {
