@@ -35,6 +35,7 @@ export function stepPhases(up: UpResult): [string, number][] {
     ["boot (droplet until ssh answers)", s("server-droplet")],
     ["wait for cloud-init", s("host-cloud-init")],
     ["provisioning (packages, users, nginx)", s("host-base")],
+    ["reboot for the updates, when they need it", s("host-reboot", "host-booted")],
     ["certificate (certbot + Pebble)", s("certificate-certbot")],
     ["nginx site", s("site-nginx")],
     ["release (upload + venv + health check)", s("app-upload", "app-release")],
