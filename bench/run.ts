@@ -8,6 +8,8 @@
 // Run in the order 2, 3, 1. Writes bench/results/releases.json and prints the tables. Needs root,
 // like the e2e suite:
 //   flock /tmp/dropstack-vm.lock npm run bench
+// `npm run bench -- --only up` runs benchmark 2 alone (one first up and one app-only release,
+// ~17 min instead of ~45) and writes bench/results/up-times.json.
 import * as path from "path";
 import { localConfig } from "../localcloud/localStack";
 import { LocalSession } from "../localcloud/session";
@@ -21,7 +23,9 @@ import { printThroughput, throughput } from "./throughput";
 import { printUpTimes, upTimes } from "./upTimes";
 import { WRK } from "./wrk";
 
-const RESULTS = path.join(PROJECT_DIR, "bench", "results", "releases.json");
+/** `--only up`: benchmark 2 alone, into a file of its own (releases.json keeps the full run). */
+const ONLY_UP = process.argv.slice(2).join(" ") === "--only up";
+const RESULTS = path.join(PROJECT_DIR, "bench", "results", ONLY_UP ? "up-times.json" : "releases.json");
 
 function newResults(): Results {
   return {
@@ -56,6 +60,7 @@ async function runAll(bench: Bench, firstUpEnded: number): Promise<void> {
   // 2. the first full up (the session's) and an app-only release
   const appOnlyS = await upTimes(bench, firstUpEnded);
   writeResults(RESULTS, bench.results);
+  if (ONLY_UP) return;
 
   // 3. throughput (before the long windows, so that a later failure cannot lose it)
   await bench.guarded("throughput", () => throughput(bench));
@@ -103,9 +108,9 @@ export async function main(): Promise<void> {
   } finally {
     if (Object.keys(results.upWallTime).length) {
       writeResults(RESULTS, results);
-      printReleaseLoad(results);
+      if (!ONLY_UP) printReleaseLoad(results);
       printUpTimes(results);
-      printThroughput(results);
+      if (!ONLY_UP) printThroughput(results);
       if (results.problems.length) console.log(`\nProblems:\n${results.problems.map((p) => `  - ${p}`).join("\n")}`);
       console.log(`\nWritten: ${path.relative(PROJECT_DIR, RESULTS)}`);
     }
