@@ -71,12 +71,29 @@ export function connect(conn: SshConnection, readyTimeoutMs = 30_000): Promise<C
         return false;
       };
     }
-    client.once("ready", () => resolve(client));
-    client.on("error", (err) => {
+    let settled = false;
+    const fail = (err: Error) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
       client.end();
-      if (mismatch) reject(new HostKeyMismatchError(mismatch));
-      else reject(new Error(`ssh ${target(conn)}: ${err.message}`));
+      reject(err);
+    };
+    // ssh2's readyTimeout stops when the socket closes, and a connection the server drops after
+    // its version line (an sshd going down for a reboot) closes without an error: without this
+    // timer and the close handler the promise would never settle.
+    const timer = setTimeout(() => fail(new Error(`ssh ${target(conn)}: not logged in within ${readyTimeoutMs} ms`)), readyTimeoutMs + 5000);
+    client.once("ready", () => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      resolve(client);
     });
+    client.on("error", (err) => {
+      if (settled) client.end(); // after the login: the command under way sees the connection close
+      fail(mismatch ? new HostKeyMismatchError(mismatch) : new Error(`ssh ${target(conn)}: ${err.message}`));
+    });
+    client.once("close", () => fail(new Error(`ssh ${target(conn)}: the connection closed before the login finished`)));
     client.connect(config);
   });
 }
@@ -173,20 +190,23 @@ export async function waitForSshLogin(conn: SshConnection, timeoutMs: number): P
 }
 
 /**
- * Uploads a local directory over SFTP like `scp -r localDir remotePath` (and
- * @pulumi/command's CopyToRemote with a directory source): if remotePath is an
+ * Uploads a local directory (or one file) over SFTP like `scp -r localDir remotePath` (and
+ * @pulumi/command's CopyToRemote with a FileArchive or FileAsset source): if remotePath is an
  * existing directory, localDir is copied into it (as remotePath/<basename>);
  * otherwise remotePath itself is created, and its parent must already exist.
  * File and directory modes are preserved; symlinks are followed.
  */
 export async function sftpWriteDir(conn: SshConnection, localDir: string, remotePath: string): Promise<void> {
   const local = path.resolve(localDir);
-  if (!(await fsp.stat(local)).isDirectory()) throw new Error(`sftpWriteDir: ${local} is not a directory`);
+  const stats = await fsp.stat(local);
+  if (!stats.isDirectory() && !stats.isFile()) throw new Error(`sftpWriteDir: ${local} is neither a file nor a directory`);
   const client = await connect(conn);
   try {
     const sftp = await openSftp(client, conn);
     const dest = await resolveDestination(sftp, conn, local, remotePath);
-    await uploadDir(sftp, local, dest);
+    // a file (a FileAsset) is copied as `scp file remote` copies it, with its mode
+    if (stats.isFile()) await uploadFile(sftp, local, dest, stats.mode & 0o7777);
+    else await uploadDir(sftp, local, dest);
   } finally {
     client.end();
   }
