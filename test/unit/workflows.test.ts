@@ -49,6 +49,7 @@ const WORKFLOW_DIR = path.join(PROJECT_DIR, ".github", "workflows");
 const PR = "pull-request.yml";
 const STAGING = "deploy-staging.yml";
 const PROD = "deploy-prod.yml";
+const DRIFT = "drift.yml";
 const SECRET_ENV = ["PULUMI_ACCESS_TOKEN", "DIGITALOCEAN_TOKEN"];
 const MUTATING = ["up", "update", "destroy", "refresh", "import"];
 
@@ -110,6 +111,11 @@ function pulumiSteps(wf: Workflow): PulumiStep[] {
     (job.steps ?? []).forEach((step, index) => {
       if (!step.uses || !/^pulumi\/actions@/.test(step.uses)) return;
       const where = `job ${jobId} step ${index}`;
+      // Without a command the action only installs the CLI (the drift check runs it in a step).
+      if (step.with?.command === undefined && step.with?.["stack-name"] === undefined) {
+        out.push({ jobId, job, step, index, command: "install", stacks: [] });
+        return;
+      }
       const command = String(step.with?.command ?? "");
       assert.ok(command, `${where}: pulumi/actions without a command`);
       out.push({ jobId, job, step, index, command, stacks: resolveStacks(job, step.with?.["stack-name"], where) });
@@ -202,8 +208,9 @@ function checkPermissions(wf: Workflow, allowedWrites: Record<string, string[]> 
   }
 }
 
-/** Each pulumi job needs the test job, which runs the whole `npm test`. */
+/** Each pulumi job that previews or changes a stack needs the test job, which runs the whole `npm test`. */
 function checkNeedsTest(wf: Workflow): void {
+  if (pulumiSteps(wf).every((p) => p.command === "install")) return; // only reads (drift)
   const test = wf.jobs.test;
   assert.ok(test, "no job `test`");
   const runs = (test.steps ?? []).map((s) => s.run ?? "");
@@ -212,7 +219,7 @@ function checkNeedsTest(wf: Workflow): void {
   assert.ok(ci >= 0 && npmTest > ci, "the test job runs npm ci, then npm test");
   const apt = runs.findIndex((r) => /apt-get install\b.*\bnginx-light\b/.test(r) && ["supervisor", "shellcheck", "openssh-server", "nftables"].every((p) => new RegExp(`\\b${p}\\b`).test(r)));
   assert.ok(apt >= 0 && apt < npmTest, "the test job installs nginx-light, supervisor, shellcheck, openssh-server and nftables before npm test");
-  for (const p of pulumiSteps(wf)) {
+  for (const p of pulumiSteps(wf).filter((x) => x.command !== "install")) {
     const needs = p.job.needs === undefined ? [] : ([] as string[]).concat(p.job.needs);
     assert.ok(needs.includes("test"), `job ${p.jobId} (pulumi ${p.command}) must need the test job`);
   }
@@ -343,6 +350,12 @@ describe("GitHub Actions workflows", () => {
     });
   }
 
+  describe(DRIFT, () => {
+    it("checks every stack for drift nightly and by hand, changing nothing, the diff in the run summary", () => {
+      checkDrift(readWorkflow(DRIFT));
+    });
+  });
+
   describe(PR, () => {
     it("runs on pull requests to main, and on nothing else", () => {
       const t = triggers(readWorkflow(PR));
@@ -360,6 +373,10 @@ describe("GitHub Actions workflows", () => {
       assert.ok(isSecretRef(w["github-token"], "GITHUB_TOKEN"));
       assert.strictEqual(steps[0].jobId, "preview");
       assert.deepStrictEqual(steps[0].job.permissions, { contents: "read", "pull-requests": "write" });
+    });
+
+    it("previews with the policy pack, its dependencies installed first", () => {
+      checkPolicyPack(readWorkflow(PR));
     });
 
     it("gives the test job no secrets", () => {
@@ -415,6 +432,37 @@ describe("GitHub Actions workflows", () => {
   });
 });
 
+/** Every preview runs with the policy pack in policy/, whose dependencies a step before it installs. */
+function checkPolicyPack(wf: Workflow): void {
+  for (const p of pulumiSteps(wf).filter((x) => x.command === "preview")) {
+    const where = `job ${p.jobId} step ${p.index}`;
+    assert.strictEqual(p.step.with?.policyPacks, "policy", `${where}: previews run with the policy pack (policyPacks: policy)`);
+    assert.ok(fs.existsSync(path.join(PROJECT_DIR, "policy", "PulumiPolicy.yaml")), "policy/PulumiPolicy.yaml is missing");
+    const before = (p.job.steps ?? []).slice(0, p.index);
+    assert.ok(before.some((s) => /^npm ci --prefix policy$/m.test(s.run ?? "")), `${where}: the pack's dependencies are installed first (npm ci --prefix policy)`);
+  }
+}
+
+/**
+ * The drift check: nightly and by hand, never on a push or pull request; for every stack, the CLI
+ * (installed by the action, which runs no command itself) runs `refresh --preview-only
+ * --expect-no-changes` with the stack's credentials from secrets, and a difference goes to the run summary.
+ */
+function checkDrift(wf: Workflow): void {
+  assert.deepStrictEqual(Object.keys(triggers(wf)).sort(), ["schedule", "workflow_dispatch"]);
+  const steps = pulumiSteps(wf);
+  assert.deepStrictEqual(steps.map((p) => p.command), ["install"], "the action only installs the CLI (its refresh command would write the state)");
+  const job = steps[0].job;
+  const refresh = (job.steps ?? []).slice(steps[0].index + 1).find((s) => /\bpulumi refresh\b/.test(s.run ?? ""));
+  assert.ok(refresh, "a step after the CLI's install runs pulumi refresh");
+  const run = refresh.run ?? "";
+  for (const flag of ["--preview-only", "--expect-no-changes", "--stack \"$STACK\""]) assert.ok(run.includes(flag), `pulumi refresh runs with ${flag}`);
+  assert.match(run, /\$GITHUB_STEP_SUMMARY/, "the diff goes to the run summary");
+  assert.deepStrictEqual(resolveStacks(job, refresh.env?.STACK, "the refresh step's STACK").sort(), STACK_FILES, "every stack is checked");
+  const env = { ...wf.env, ...job.env, ...refresh.env };
+  for (const name of SECRET_ENV) assert.ok(isSecretRef(env[name], name), `${name} must come from secrets for the refresh`);
+}
+
 // ---- the checks can fail ----------------------------------------------------------------
 
 describe("workflow checks catch broken workflows", () => {
@@ -429,6 +477,11 @@ describe("workflow checks catch broken workflows", () => {
     ["a token pasted into a step", STAGING, (wf) => { wf.jobs.test.steps!.push({ run: "echo dop_v1_0123456789abcdef0123456789abcdef" }); }, checkSecrets],
     ["an action on a branch", PR, (wf) => { wf.jobs.test.steps![0].uses = "actions/checkout@main"; }, checkPinned],
     ["an action without a version", STAGING, (wf) => { pulumiStep(wf).uses = "pulumi/actions"; }, checkPinned],
+    ["a preview without the policy pack", PR, (wf) => { delete pulumiStep(wf).with!.policyPacks; }, checkPolicyPack],
+    ["a policy pack without its dependencies", PR, (wf) => { wf.jobs.preview.steps = wf.jobs.preview.steps!.filter((s) => !/--prefix policy/.test(s.run ?? "")); }, checkPolicyPack],
+    ["a drift check through the action's refresh (which writes the state)", DRIFT, (wf) => { pulumiStep(wf).with = { command: "refresh", "stack-name": "${{ vars.PULUMI_ORG }}/${{ matrix.stack }}" }; }, checkDrift],
+    ["a drift check without --expect-no-changes", DRIFT, (wf) => { const s = wf.jobs.drift.steps!.find((x) => /pulumi refresh/.test(x.run ?? ""))!; s.run = s.run!.replace(" --expect-no-changes", ""); }, checkDrift],
+    ["a drift check on one stack only", DRIFT, (wf) => { wf.jobs.drift.strategy!.matrix!.stack = ["prod"]; }, checkDrift],
     ["pulumi up on pull_request", PR, (wf) => { pulumiStep(wf).with!.command = "up"; }, checkNoMutationOnPullRequest],
     ["a script running pulumi up on pull_request", PR, (wf) => { wf.jobs.preview.steps!.push({ run: "pulumi up --yes" }); }, checkNoMutationOnPullRequest],
     ["a deploy workflow triggered by pull_request", STAGING, (wf) => { (wf.on as Dict).pull_request = null; }, checkNoMutationOnPullRequest],
