@@ -4,12 +4,14 @@ import * as pulumi from "@pulumi/pulumi";
 import { AppRelease } from "./components/release";
 import { Certificate } from "./components/certificate";
 import { loadConfig } from "./components/config";
+import { DropletDatabase } from "./components/database";
 import { Dns } from "./components/dns";
 import { Firewall } from "./components/firewall";
 import { HostSetup } from "./components/host";
 import { DeployKey, HostKey } from "./components/keys";
 import { Server } from "./components/server";
 import { NginxSite } from "./components/site";
+import { DataVolume } from "./components/volume";
 
 // The SDK's own record of which config keys were stored with --secret (internal, but what
 // Config.getSecret relies on too); absent in an SDK without it, which then means none.
@@ -85,6 +87,26 @@ const site = new NginxSite("site", {
   maxBodySize: cfg.maxBodySize,
   hsts: cfg.hsts,
 }, { dependsOn: [host, ...(certificate ? [certificate] : [])] });
+// Data that outlives the droplet: the volume (shared/ and the database's files), then the database.
+const volume = cfg.volumeSize === undefined ? undefined : new DataVolume("data", {
+  ...onServer,
+  app: cfg.appName,
+  volumeName: `${base}-data`.toLowerCase().replace(/[^a-z0-9-]/g, "-").slice(0, 64),
+  region: cfg.region,
+  sizeGib: cfg.volumeSize,
+  protect: cfg.protect,
+}, { dependsOn: [host] });
+const database = cfg.database === "droplet" && volume && cfg.postgresMajor !== undefined
+  ? new DropletDatabase("database", {
+    ...onServer,
+    name: cfg.appName,
+    mount: volume.mount,
+    postgresMajor: cfg.postgresMajor,
+    seed: cfg.seed,
+    deployUser: cfg.deployUser,
+    backupKeepDays: cfg.backupKeepDays,
+  }, { dependsOn: [volume] })
+  : undefined;
 const release = new AppRelease("app", {
   ...onServer,
   app: cfg.appName,
@@ -94,6 +116,7 @@ const release = new AppRelease("app", {
   env: cfg.env,
   secretEnv: cfg.secretEnv,
   secretSettings: cfg.secretSteps.includes("release"),
+  databaseUrl: database?.url,
   healthPath: cfg.healthPath,
   healthStatus: cfg.healthStatus,
   healthTimeout: cfg.healthTimeout,
@@ -104,7 +127,7 @@ const release = new AppRelease("app", {
   keepReleases: cfg.keepReleases,
   deployUser: cfg.deployUser,
   triggeredBy: `pulumi:${stack}`,
-}, { dependsOn: [host, site] });
+}, { dependsOn: [host, site, ...(volume ? [volume] : []), ...(database ? [database] : [])] });
 
 export const ipv4Address = server.ipv4Address;
 export const ipv6Address = server.ipv6Address;
@@ -112,6 +135,8 @@ export const fqdn = cfg.fqdn;
 export const url = `${cfg.tls ? "https" : "http"}://${cfg.fqdn}/`;
 export const dropletId = server.dropletId;
 export const releaseId = release.releaseId;
+/** The data volume's id ("" without one): the volume a replaced droplet gets back. */
+export const volumeId = volume ? volume.volumeId : "";
 export const sshCommand = pulumi.interpolate`ssh ${cfg.deployUser}@${server.ipv4Address}`;
 export const deployPublicKey = deployKey.publicKeyOpenssh;
 /** A line for ~/.ssh/known_hosts: ssh then verifies the droplet's pinned host key. */

@@ -1,7 +1,8 @@
 """dropstack's sample app: a small Flask site deployed by default.
 
 Routes: / (a page, templates/index.html), /healthz (the health check), /static/style.css (served by nginx),
-POST /counter (a counter kept in shared/data, which survives releases).
+POST /counter (a counter kept in shared/data, which survives releases), GET and POST /notes (rows in
+PostgreSQL, when dropstack gives the app a DATABASE_URL; migrate.py keeps the schema).
 """
 import hashlib
 import os
@@ -40,6 +41,36 @@ def counter():
     with open(path, "w", encoding="utf-8") as f:
         f.write(str(value))
     return jsonify(counter=value, version=VERSION)
+
+
+def _database():
+    """A connection to DATABASE_URL, or None without one (psycopg2 is imported only when used)."""
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        return None
+    import psycopg2  # pylint: disable=import-outside-toplevel
+
+    return psycopg2.connect(url)
+
+
+@app.route("/notes", methods=["GET", "POST"])
+def notes():
+    """Notes kept in PostgreSQL: data that must survive releases, reboots and a replaced droplet."""
+    conn = _database()
+    if conn is None:
+        return jsonify(error="no database: set dropstack:database"), 503
+    try:
+        with conn, conn.cursor() as cur:
+            if request.method == "POST":
+                body = (request.get_json(silent=True) or {}).get("body") or request.form.get("body", "")
+                if not body:
+                    return jsonify(error="a note needs a body"), 400
+                cur.execute("INSERT INTO notes (body) VALUES (%s) RETURNING id", (body,))
+                return jsonify(id=cur.fetchone()[0], version=VERSION), 201
+            cur.execute("SELECT id, body FROM notes ORDER BY id")
+            return jsonify(notes=[{"id": i, "body": b} for i, b in cur.fetchall()], version=VERSION)
+    finally:
+        conn.close()
 
 
 @app.route("/healthz")

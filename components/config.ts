@@ -8,6 +8,7 @@ import * as crypto from "crypto";
 import * as fs from "fs";
 import * as path from "path";
 import { z } from "zod";
+import { readDumpInfo } from "./dump";
 import { REFUSED_IN_APP } from "./shell";
 import { ALLOW_ALL, coversFamily, formatCidr, hasHostBits, hasLeadingZeroPrefix, Network, overlaps, parseCidr } from "./cidr";
 
@@ -41,6 +42,8 @@ export const RESERVED_ACCOUNTS: readonly string[] = [
   // accounts of a provisioned Debian 12 droplet beyond base-passwd (systemd, dbus, OpenSSH, cloud-init, cron)
   "systemd-journal", "systemd-network", "systemd-resolve", "systemd-timesync", "systemd-coredump", "input", "kvm",
   "render", "sgx", "netdev", "crontab", "messagebus", "sshd", "_ssh",
+  // what database: droplet adds (Debian's postgresql-common and its ssl-cert dependency)
+  "postgres", "ssl-cert",
 ];
 
 /** Settings whose values may be stored with `--secret`, and the step each one flows into. */
@@ -214,6 +217,15 @@ function caBundleProblem(bundle: string): string | undefined {
   return count ? undefined : `expected at least one certificate: ${example}`;
 }
 
+/** Where the database can run. */
+export const DATABASE_MODES = ["none", "droplet"] as const;
+
+/**
+ * The PostgreSQL major version Debian ships in each image's release: what `database: droplet`
+ * installs, and the newest major a seed dump may come from.
+ */
+export const POSTGRES_MAJOR_BY_IMAGE: Readonly<Record<string, number>> = { "debian-11-x64": 13, "debian-12-x64": 15, "debian-13-x64": 17 };
+
 /** The schema: key → validation, default and the example quoted in errors. */
 export const schema = z.object({
   /** DigitalOcean-managed DNS zone the site lives in. */
@@ -323,6 +335,20 @@ export const schema = z.object({
   /** Releases kept on the server (the current and previous ones are never removed). */
   keepReleases: z.number({ invalid_type_error: "expected a whole number, e.g. 5" })
     .int("expected a whole number, e.g. 5").min(2, "expected at least 2 (current and previous), e.g. 5").max(50, "expected at most 50, e.g. 5").default(5),
+  /**
+   * Size in GiB of a DigitalOcean Block Storage volume that holds /srv/<app>/shared and the
+   * database's data: it outlives the droplet (a replaced droplet gets the same volume). Growing it
+   * resizes the filesystem in place; a volume never shrinks. Unset: no volume.
+   */
+  volumeSize: z.number({ invalid_type_error: "expected a size in GiB, e.g. 10" })
+    .int("expected a whole number of GiB, e.g. 10").min(1, "expected at least 1 GiB, e.g. 10").max(16384, "expected at most 16384 GiB (DigitalOcean's largest volume), e.g. 10").optional(),
+  /** Where the app's PostgreSQL runs: "none", or "droplet" (Debian's PostgreSQL on the droplet, its data on the volume, DATABASE_URL given to the app). */
+  database: z.enum(DATABASE_MODES, { errorMap: () => ({ message: `expected one of ${DATABASE_MODES.map((m) => `"${m}"`).join(", ")}, e.g. "droplet"` }) }).default("none"),
+  /** A pg_dump file (custom format or plain SQL), relative to the project, restored once into the empty database before the first release. */
+  databaseSeed: text((v) => v.length > 0 && !v.includes("\0"), "a pg_dump file's path, relative to the project", '"db/seed.dump"', 4096).optional(),
+  /** Days the nightly database backups on the volume are kept (the newest is always kept). */
+  backupKeepDays: z.number({ invalid_type_error: "expected a number of days, e.g. 7" })
+    .int("expected whole days, e.g. 7").min(1, "expected at least 1 day, e.g. 7").max(3650, "expected at most 3650 days, e.g. 7").default(7),
 }).strict();
 
 export type Settings = z.infer<typeof schema>;
@@ -343,6 +369,10 @@ export interface StackConfig extends Settings {
   secretSteps: SecretStep[];
   /** Things worth a warning that do not stop the update (pulumi up prints them). */
   warnings: string[];
+  /** With database "droplet": the PostgreSQL major version the image's release ships. */
+  postgresMajor?: number;
+  /** The seed dump, resolved: its absolute path and format. */
+  seed?: { file: string; format: "custom" | "plain" };
 }
 
 export class ConfigError extends Error {
@@ -494,6 +524,50 @@ function crossChecks(s: Settings, projectDir: string): string[] {
   return problems;
 }
 
+/** The database, its volume and its seed fit together; a seed dump the server could not restore is refused now. */
+function dataChecks(s: Settings, projectDir: string): { problems: string[]; seed?: StackConfig["seed"] } {
+  const key = (k: string) => `${NAMESPACE}:${k}`;
+  const problems: string[] = [];
+  if (s.database === "droplet") {
+    if (s.volumeSize === undefined) {
+      problems.push(`${key("volumeSize")}: required when ${key("database")} is "droplet" (PostgreSQL keeps its data on the volume, which outlives the droplet), e.g. 10`);
+    }
+    if (!(s.image in POSTGRES_MAJOR_BY_IMAGE)) {
+      problems.push(`${key("image")}: ${JSON.stringify(s.image)} has no known PostgreSQL release for ${key("database")} "droplet" (known: ${Object.keys(POSTGRES_MAJOR_BY_IMAGE).join(", ")}), e.g. "debian-12-x64"`);
+    }
+    const given = ["env", "secretEnv"].filter((k) => "DATABASE_URL" in s[k as "env" | "secretEnv"]);
+    if (given.length) {
+      problems.push(`${key(given[0])}: DATABASE_URL is set, but with ${key("database")} "droplet" dropstack gives the app its own DATABASE_URL (a generated password, kept secret); remove it from ${given.map(key).join(" and ")}`);
+    }
+  }
+  if (s.databaseSeed === undefined) return { problems };
+  if (s.database === "none") {
+    problems.push(`${key("databaseSeed")}: there is no database to restore it into; set ${key("database")} to "droplet", e.g. pulumi config set ${key("database")} droplet`);
+    return { problems };
+  }
+  const file = path.resolve(projectDir, s.databaseSeed);
+  if (!fs.existsSync(file) || !fs.statSync(file).isFile()) {
+    problems.push(`${key("databaseSeed")}: file ${JSON.stringify(s.databaseSeed)} does not exist (resolved to ${file}); expected a pg_dump file, e.g. "db/seed.dump" (pg_dump -Fc)`);
+    return { problems };
+  }
+  let info;
+  try {
+    info = readDumpInfo(file);
+  } catch (e) {
+    problems.push(`${key("databaseSeed")}: ${JSON.stringify(s.databaseSeed)} cannot be restored: ${(e as Error).message}`);
+    return { problems };
+  }
+  const server = POSTGRES_MAJOR_BY_IMAGE[s.image];
+  const made = Math.max(info.serverMajor ?? 0, info.format === "plain" ? info.dumpMajor ?? 0 : 0);
+  if (server !== undefined && made > server) {
+    problems.push(`${key("databaseSeed")}: ${JSON.stringify(s.databaseSeed)} was made by PostgreSQL ${made}, newer than the server's PostgreSQL ${server} (${s.image}); dump it again with pg_dump ${server} (e.g. pg_dump -Fc from a PostgreSQL ${server} client), or use an image whose PostgreSQL is ${made} or newer`);
+  }
+  if (info.namesRoles) {
+    problems.push(`${key("databaseSeed")}: ${JSON.stringify(s.databaseSeed)} is plain SQL that sets owners or privileges of roles the server does not have (ALTER ... OWNER TO, GRANT); dump it with pg_dump --no-owner --no-privileges, or in the custom format (pg_dump -Fc), e.g. pg_dump -Fc -f db/seed.dump mydb`);
+  }
+  return { problems, seed: { file, format: info.format } };
+}
+
 /** Secrecy: which steps carry secrets; settings stored as secrets that cannot stay secret are refused. */
 function secrecy(s: Settings, secretKeys: readonly string[]): { steps: SecretStep[]; problems: string[]; warnings: string[] } {
   const problems: string[] = [];
@@ -550,7 +624,8 @@ export function parseSettings(raw: Record<string, unknown>, projectDir: string, 
   }
   const s = result.data;
   const secret = secrecy(s, ctx.secretKeys ?? []);
-  const cross = [...crossChecks(s, projectDir), ...secret.problems];
+  const data = dataChecks(s, projectDir);
+  const cross = [...crossChecks(s, projectDir), ...data.problems, ...secret.problems];
   if (cross.length) throw new ConfigError(cross);
   const appDir = path.resolve(projectDir, s.appSource);
   return {
@@ -560,6 +635,8 @@ export function parseSettings(raw: Record<string, unknown>, projectDir: string, 
     hasStatic: fs.existsSync(path.join(appDir, "static")),
     secretSteps: secret.steps,
     warnings: [...(ctx.warnings ?? []), ...secret.warnings],
+    postgresMajor: s.database === "droplet" ? POSTGRES_MAJOR_BY_IMAGE[s.image] : undefined,
+    seed: data.seed,
   };
 }
 

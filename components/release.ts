@@ -19,6 +19,8 @@ export interface AppReleaseArgs extends OnServerArgs {
   secretEnv: Record<string, string>;
   /** True when another value this step carries (env, the release command) was stored with --secret: the step is then secret too. @default false */
   secretSettings?: boolean;
+  /** The app's DATABASE_URL when dropstack runs its database (secret: the step is then secret). @example "postgresql://shop:...@/shop?host=/var/run/postgresql" */
+  databaseUrl?: pulumi.Input<string>;
   /** Path the health check requests through the new slot's socket. @example "/healthz" */
   healthPath: string;
   /** Status the health check must answer. @example 200 */
@@ -79,8 +81,9 @@ export class AppRelease extends pulumi.ComponentResource {
 
   private release(name: string, args: AppReleaseArgs, files: { uploadDir: string; gunicornConf: string; supervisorConf: string },
     after: pulumi.Resource[]): command.remote.Command {
-    const secret = Object.keys(args.secretEnv).length > 0 || (args.secretSettings ?? false);
-    const envJson = pulumi.secret(renderEnvJson({ ...args.env, ...args.secretEnv }));
+    const secret = Object.keys(args.secretEnv).length > 0 || (args.secretSettings ?? false) || args.databaseUrl !== undefined;
+    const envJson = pulumi.secret(pulumi.output(args.databaseUrl).apply((url) =>
+      renderEnvJson({ ...args.env, ...args.secretEnv, ...(url === undefined ? {} : { DATABASE_URL: url }) })));
     return remoteStep(`${name}-release`, {
       connection: args.connection,
       script: "release",

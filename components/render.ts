@@ -52,12 +52,22 @@ export function renderSupervisorSlot(s: { app: string; wsgi: string }): string {
   return renderTemplate(readRemoteFile("templates/supervisor-slot.conf"), { app: s.app, wsgi: s.wsgi.replace(/%/g, "%%") }, inert);
 }
 
+/** A server-side command from remote/templates with the shared deploy lock rendered in at its `# @deploy-lock@` line. */
+function withDeployLock(templateFile: string): string {
+  const marker = /^# @deploy-lock@.*$/m;
+  const template = readRemoteFile(templateFile);
+  if (!marker.test(template)) throw new Error(`${templateFile} has no # @deploy-lock@ line`);
+  return template.replace(marker, () => readRemoteFile("deploy-lock.sh").replace(/^#!.*\n/, ""));
+}
+
 /** The server-side switch/rollback command (installed as /usr/local/sbin/dropstack-switch), with the shared deploy lock. */
 export function renderSwitchScript(): string {
-  const marker = /^# @deploy-lock@.*$/m;
-  const template = readRemoteFile("templates/dropstack-switch.sh");
-  if (!marker.test(template)) throw new Error("dropstack-switch.sh has no # @deploy-lock@ line");
-  return template.replace(marker, () => readRemoteFile("deploy-lock.sh").replace(/^#!.*\n/, ""));
+  return withDeployLock("templates/dropstack-switch.sh");
+}
+
+/** The database's backup and restore command (installed as /usr/local/sbin/dropstack-db), with the shared deploy lock. */
+export function renderDbScript(): string {
+  return withDeployLock("templates/dropstack-db.sh");
 }
 
 /** gunicorn's config file; workers unset means 2 x CPUs + 1 on the server. */

@@ -4,6 +4,9 @@
 //   - DnsRecord: adds the record to pebble-challtestsrv's DNS (what Pebble resolves names with).
 //   - Firewall / SshKey: recorded and checked for consistency with the droplet.
 //   - tls PrivateKey: a real key pair (ssh-keygen).
+//   - Volume / VolumeAttachment: a disk file (ext4 when asked), plugged into the droplet's VM as
+//     the SCSI disk DigitalOcean presents (scsi-0DO_Volume_<name>); it outlives the droplet.
+//   - random RandomPassword: a real random password.
 //   - remote Command / CopyToRemote: executed over SSH with the given connection, stdin and
 //     environment (sent as SSH env requests, as the provider does); a non-zero exit fails the
 //     resource with its stderr.
@@ -20,7 +23,8 @@ import { Pebble } from "./acme";
 import { isRunning, registerProcess, stopProcess } from "./processes";
 import { sftpWriteDir, sshExec, SshConnection, waitForSshLogin } from "./ssh";
 import { run } from "./util";
-import { bootVm, freeLoopbackAddress, resumeVm, Vm } from "./vm";
+import { attachVolume, bootVm, detachVolume, freeLoopbackAddress, resizeVolume, resumeVm, Vm } from "./vm";
+import { createVolumeFile, growVolumeFile, randomPassword, volumeFile, volumeNode } from "./volumes";
 
 type Inputs = Record<string, unknown>;
 
@@ -73,7 +77,9 @@ async function unwrap(v: unknown): Promise<unknown> {
     if (o[SIG] === pulumi.runtime.specialSecretSig) return unwrap(o.value);
     if (pulumi.asset.Archive.isInstance(v) || pulumi.asset.Asset.isInstance(v)) {
       const p = await (o as { path?: Promise<string> }).path;
-      return { assetPath: p, assetHash: p && fs.existsSync(p) ? folderHash(p) : undefined };
+      // a FileArchive is a folder, a FileAsset one file: either way its content decides
+      const hash = !p || !fs.existsSync(p) ? undefined : fs.statSync(p).isDirectory() ? folderHash(p) : sha(fs.readFileSync(p).toString("base64"));
+      return { assetPath: p, assetHash: hash };
     }
     const out: Record<string, unknown> = {};
     for (const [k, x] of Object.entries(o)) out[k] = await unwrap(x);
@@ -274,6 +280,12 @@ export class LocalCloud {
         return this.runRemoteCommand(name, inputs, op, stored);
       case "command:remote:CopyToRemote":
         return this.copyToRemote(inputs);
+      case "digitalocean:index/volume:Volume":
+        return this.applyVolume(inputs, stored);
+      case "digitalocean:index/volumeAttachment:VolumeAttachment":
+        return this.attachVolume(name, inputs, stored);
+      case "random:index/randomPassword:RandomPassword":
+        return { id: stored?.id ?? `pw-${sha(name + Date.now()).slice(0, 8)}`, outputs: { ...inputs, result: randomPassword(inputs) } };
       default:
         throw new Error(`local cloud: no stand-in for resource type ${type} (${name})`);
     }
@@ -302,9 +314,15 @@ export class LocalCloud {
     const address = await freeLoopbackAddress();
     const name = String(inputs.name);
     this.log(`    booting ${name} on ${address} (qemu, TCG)`);
+    // DigitalOcean lets two droplets share a name (a replacement is created before the old one is
+    // deleted): each VM gets a folder of its own.
+    const workDir = path.join(this.opts.stateDir, "vms");
+    const taken = new Set(Object.values(this.state.vms).map((v) => path.resolve(v.dir)));
+    let vmName = name;
+    for (let n = 2; taken.has(path.resolve(workDir, vmName)); n++) vmName = `${name}-${n}`;
     const vm = await bootVm({
-      name, address, userData: String(inputs.userData ?? ""), publicKeys, hostname: name,
-      workDir: path.join(this.opts.stateDir, "vms"), log: (m) => this.log(`    ${m}`),
+      name: vmName, address, userData: String(inputs.userData ?? ""), publicKeys, hostname: name,
+      workDir, log: (m) => this.log(`    ${m}`),
     });
     try {
       await vm.waitForSsh(8 * 60_000);
@@ -374,6 +392,56 @@ export class LocalCloud {
     return { id: sha(String(inputs.remotePath)).slice(0, 12), outputs: { ...inputs } };
   }
 
+  /** A volume: created (formatted when asked), or grown in place; its file outlives any droplet. */
+  private async applyVolume(inputs: Inputs, stored?: StoredResource): Promise<{ id: string; outputs: Inputs }> {
+    const name = String(inputs.name);
+    const file = volumeFile(this.opts.stateDir, name);
+    if (!stored) {
+      await createVolumeFile(file, Number(inputs.size), inputs.initialFilesystemType as string | undefined);
+      const id = crypto.randomUUID();
+      return { id, outputs: { ...inputs, filesystemType: inputs.initialFilesystemType, urn: `do:volume:${id}` } };
+    }
+    if (String(stored.outputs.name) !== name) throw new Error(`local cloud: renaming volume ${String(stored.outputs.name)} to ${name} is not simulated`);
+    const bytes = growVolumeFile(file, Number(inputs.size));
+    const attached = this.attachmentOf(stored.id);
+    if (attached) {
+      const vm = this.state.vms[attached.dropletId];
+      if (vm) await resizeVolume(vm.dir, volumeNode(stored.id), bytes);
+    }
+    return { id: stored.id, outputs: { ...stored.outputs, ...inputs } };
+  }
+
+  /** The attachment that holds a volume now (from the state), if any. */
+  private attachmentOf(volumeId: string, except?: string): { key: string; dropletId: string } | undefined {
+    for (const [k, r] of Object.entries(this.state.resources)) {
+      if (r.type === "digitalocean:index/volumeAttachment:VolumeAttachment" && k !== except && String(r.outputs.volumeId) === volumeId) {
+        return { key: k, dropletId: String(r.outputs.dropletId) };
+      }
+    }
+    return undefined;
+  }
+
+  /** Plugs a volume into a droplet's VM; a changed droplet moves it (unplugged from the old one first). */
+  private async attachVolume(name: string, inputs: Inputs, stored?: StoredResource): Promise<{ id: string; outputs: Inputs }> {
+    const dropletId = String(inputs.dropletId);
+    const volumeId = String(inputs.volumeId);
+    const volume = Object.values(this.state.resources).find((r) => r.type === "digitalocean:index/volume:Volume" && r.id === volumeId);
+    if (!volume) throw new Error(`local cloud: volume attachment ${name} names volume ${volumeId}, which does not exist`);
+    const vm = this.state.vms[dropletId];
+    if (!vm) throw new Error(`local cloud: volume attachment ${name} names droplet ${dropletId}, which does not exist`);
+    if (stored) await this.detachStored(stored);
+    const other = this.attachmentOf(volumeId, key("digitalocean:index/volumeAttachment:VolumeAttachment", name));
+    if (other) throw new Error(`local cloud: volume ${String(volume.outputs.name)} is already attached to droplet ${other.dropletId} (a volume attaches to one droplet at a time)`);
+    await attachVolume(vm.dir, { node: volumeNode(volumeId), file: volumeFile(this.opts.stateDir, String(volume.outputs.name)), serial: String(volume.outputs.name) });
+    return { id: stored?.id ?? `${dropletId}-${volumeId}`, outputs: { ...inputs } };
+  }
+
+  /** Unplugs a stored attachment's volume from its droplet's VM, if that VM still exists. */
+  private async detachStored(stored: StoredResource): Promise<void> {
+    const vm = this.state.vms[String(stored.outputs.dropletId)];
+    if (vm) await detachVolume(vm.dir, volumeNode(String(stored.outputs.volumeId)));
+  }
+
   private async ensureRunning(dropletId: string): Promise<void> {
     const stored = this.state.vms[dropletId];
     if (!stored || this.vms.has(dropletId) || isRunning(stored.pid, path.join(stored.dir, "qmp.sock"))) return;
@@ -398,6 +466,14 @@ export class LocalCloud {
   private async deleteResource(stored: StoredResource): Promise<void> {
     if (stored.type === "command:remote:Command" && stored.deleteCommand && stored.connection) {
       await this.exec(stored.connection, stored.deleteCommand, undefined, undefined, "stdoutAndStderr", `${stored.name} (delete)`);
+    }
+    if (stored.type === "digitalocean:index/volumeAttachment:VolumeAttachment") await this.detachStored(stored);
+    if (stored.type === "digitalocean:index/volume:Volume") {
+      const attached = this.attachmentOf(stored.id);
+      if (attached && this.state.vms[attached.dropletId]) {
+        throw new Error(`local cloud: volume ${String(stored.outputs.name)} is attached to droplet ${attached.dropletId}; detach it first (DigitalOcean refuses to delete an attached volume)`);
+      }
+      fs.rmSync(volumeFile(this.opts.stateDir, String(stored.outputs.name)), { force: true });
     }
     if (stored.type === "digitalocean:index/droplet:Droplet") {
       const vm = this.state.vms[stored.id];

@@ -38,12 +38,16 @@ export function stepPhases(up: UpResult): [string, number][] {
     ["reboot for the updates, when they need it", s("host-reboot", "host-booted")],
     ["certificate (certbot + Pebble)", s("certificate-certbot")],
     ["nginx site", s("site-nginx")],
+    ["volume and database (mount, PostgreSQL, seed)", s("data-mount", "database-postgresql", "database-seed-upload", "database-seed")],
     ["release (upload + venv + health check)", s("app-upload", "app-release")],
   ];
 }
 
 /** One booted stack: `LocalSession.start`, then the helpers, then `stop`. */
 export class LocalSession {
+  /** The droplet the session talks to (changes when an up replaces it). */
+  private dropletId: string;
+
   private constructor(
     /** Scratch folder: the app copy, the state, Pebble's files. Removed by stop(). */
     readonly work: string,
@@ -56,12 +60,15 @@ export class LocalSession {
     /** Seconds the image took (0 when cached) and the first up took. */
     readonly imageSeconds: number,
     readonly firstUpSeconds: number,
-    readonly ip: string,
+    /** The droplet's address (a replaced droplet has a new one: see follow()). */
+    public ip: string,
     /** SSH as the deploy user with the generated key, the host key pinned. */
-    readonly conn: SshConnection,
+    public conn: SshConnection,
     /** A file holding the root that Pebble's certificates chain to. */
     readonly rootCa: string,
-  ) {}
+  ) {
+    this.dropletId = String(first.outputs.dropletId.value);
+  }
 
   /**
    * Builds or reuses the image, starts Pebble, runs the first `up` of the sample app's copy. On any
@@ -103,6 +110,13 @@ export class LocalSession {
       fs.rmSync(work, { recursive: true, force: true });
       throw e;
     }
+  }
+
+  /** After an `up` that replaced the droplet: reach the new one, at its address, as the deploy user it has now. */
+  follow(up: UpResult, deployUser: string): void {
+    this.ip = String(up.outputs.ipv4Address.value);
+    this.conn = { ...this.conn, host: this.ip, user: deployUser };
+    this.dropletId = String(up.outputs.dropletId.value);
   }
 
   /** Runs a command on the droplet as the deploy user; throws with its output when it fails. */
@@ -151,7 +165,7 @@ export class LocalSession {
 
   /** The VM's console, last lines (for failure reports). */
   consoleTail(lines = 40): string {
-    return this.cloud.vm(String(this.first.outputs.dropletId.value))?.consoleTail(lines) ?? "(no VM)";
+    return this.cloud.vm(this.dropletId)?.consoleTail(lines) ?? "(no VM)";
   }
 
   /** Deletes the stack (powers the VM off), stops Pebble, removes the scratch folder. */

@@ -55,11 +55,27 @@ export interface Vm {
   detach(): void;
 }
 
+/**
+ * A Block Storage volume plugged into the VM as DigitalOcean presents one: a SCSI disk whose
+ * vendor is "DO", product "Volume" and serial the volume's name, so that the guest's udev names
+ * it /dev/disk/by-id/scsi-0DO_Volume_<name>.
+ */
+export interface VolumeDisk {
+  /** qemu's block node and device name stem (letters and digits, at most 20). @example "vol1a2b3c4d" */
+  node: string;
+  /** The raw disk file on the host. */
+  file: string;
+  /** The volume's name (the disk's serial). */
+  serial: string;
+}
+
 /** What a later process needs to power the VM on again (kept in <dir>/vm.json). */
 interface VmRecord {
   name: string;
   address: string;
   memoryMb?: number;
+  /** Volumes attached to the VM: every qemu start plugs them in again. */
+  volumes?: VolumeDisk[];
 }
 
 const FORWARDED_PORTS = [22, 80, 443];
@@ -124,11 +140,85 @@ export async function bootVm(opts: BootVmOptions): Promise<Vm> {
  * its own disk and its own newest kernel, as a droplet that was powered off boots again.
  */
 export async function resumeVm(dir: string, log: Logger = noLog): Promise<Vm> {
-  const record = JSON.parse(await fsp.readFile(path.join(dir, "vm.json"), "utf8")) as VmRecord;
+  const record = await readRecord(dir);
   await prepareDir(dir);
   const pid = await startQemu(dir, await installedKernel(dir, log), record);
   log(`vm ${record.name}: powered on again (qemu pid ${pid})`);
   return makeVm(dir, pid, record, log);
+}
+
+async function readRecord(dir: string): Promise<VmRecord> {
+  return JSON.parse(await fsp.readFile(path.join(dir, "vm.json"), "utf8")) as VmRecord;
+}
+
+async function writeRecord(dir: string, record: VmRecord): Promise<void> {
+  await fsp.writeFile(path.join(dir, "vm.json.tmp"), JSON.stringify(record));
+  await fsp.rename(path.join(dir, "vm.json.tmp"), path.join(dir, "vm.json"));
+}
+
+/** qemu's -blockdev for a volume's raw file (JSON: a path with a comma stays one value). */
+function blockdevArg(v: VolumeDisk): string {
+  return JSON.stringify({ driver: "raw", "node-name": v.node, file: { driver: "file", filename: v.file } });
+}
+
+/** qemu's -device for a volume: a SCSI disk as DigitalOcean presents it. */
+function scsiDeviceArg(v: VolumeDisk): string {
+  return JSON.stringify(scsiDevice(v));
+}
+
+function scsiDevice(v: VolumeDisk): Record<string, string> {
+  return { driver: "scsi-hd", id: `dev-${v.node}`, bus: "scsi0.0", drive: v.node, vendor: "DO", product: "Volume", serial: v.serial };
+}
+
+/** True while the VM's qemu answers on its QMP socket. */
+async function qemuAnswers(dir: string): Promise<boolean> {
+  try {
+    await qmp(qmpPath(dir), ["qmp_capabilities"], 5000);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Attaches a volume to the VM in <dir>: recorded for every later start and, when qemu runs, plugged
+ * in at once (QMP blockdev-add + device_add, as a hot-plugged DigitalOcean volume appears).
+ */
+export async function attachVolume(dir: string, disk: VolumeDisk): Promise<void> {
+  const record = await readRecord(dir);
+  if ((record.volumes ?? []).some((v) => v.node === disk.node)) return;
+  await writeRecord(dir, { ...record, volumes: [...(record.volumes ?? []), disk] });
+  if (!(await qemuAnswers(dir))) return;
+  await qmp(qmpPath(dir), ["qmp_capabilities",
+    { execute: "blockdev-add", arguments: { driver: "raw", "node-name": disk.node, file: { driver: "file", filename: disk.file } } },
+    { execute: "device_add", arguments: scsiDevice(disk) }], 30_000);
+}
+
+/** Detaches a volume: unplugged from a running qemu (waiting until the guest let it go), and forgotten. */
+export async function detachVolume(dir: string, node: string, timeoutMs = 60_000): Promise<void> {
+  const record = await readRecord(dir);
+  await writeRecord(dir, { ...record, volumes: (record.volumes ?? []).filter((v) => v.node !== node) });
+  if (!(await qemuAnswers(dir))) return;
+  await qmp(qmpPath(dir), ["qmp_capabilities", { execute: "device_del", arguments: { id: `dev-${node}` } }], 30_000);
+  const pluggedIn = async () => {
+    const blocks = (await qmp(qmpPath(dir), ["qmp_capabilities", "query-named-block-nodes"], 10_000))[1] as { "node-name"?: string }[];
+    return blocks.some((b) => b["node-name"] === node);
+  };
+  // the disk's block node stays until the guest has released the device; then it is removed
+  await waitUntil(`the guest to release volume device dev-${node}`, timeoutMs, async () => {
+    try {
+      await qmp(qmpPath(dir), ["qmp_capabilities", { execute: "blockdev-del", arguments: { "node-name": node } }], 10_000);
+      return true;
+    } catch {
+      return (await pluggedIn()) ? undefined : true;
+    }
+  }, { intervalMs: 500 });
+}
+
+/** Tells a running qemu that a volume's file grew (QMP block_resize), so the guest sees the new size. */
+export async function resizeVolume(dir: string, node: string, bytes: number): Promise<void> {
+  if (!(await qemuAnswers(dir))) return;
+  await qmp(qmpPath(dir), ["qmp_capabilities", { execute: "block_resize", arguments: { "node-name": node, size: bytes } }], 30_000);
 }
 
 function overlayPath(dir: string): string {
@@ -217,6 +307,9 @@ async function startQemu(dir: string, image: { kernel: string; initrd: string },
     ...["-drive", `file=${path.join(dir, "seed.img")},if=virtio,format=raw,readonly=on`],
     ...["-netdev", `user,id=n0,ipv6=off,${forwards}`, "-device", "virtio-net-pci,netdev=n0"],
     ...["-device", "virtio-rng-pci"],
+    // the SCSI controller volumes are plugged into (also while the VM runs)
+    ...["-device", "virtio-scsi-pci,id=scsi0"],
+    ...(opts.volumes ?? []).flatMap((v) => ["-blockdev", blockdevArg(v), "-device", scsiDeviceArg(v)]),
     ...["-chardev", `file,id=console,path=${consolePath(dir)},append=on`, "-serial", "chardev:console"],
     ...["-display", "none", "-monitor", "none", "-no-reboot"],
     ...["-qmp", `unix:${qmpPath(dir)},server=on,wait=off`],
@@ -247,7 +340,7 @@ function makeVm(dir: string, firstPid: number, opts: VmRecord, log: Logger): Vm 
     try {
       unregisterProcess(pid);
       log(`vm ${opts.name}: the guest rebooted; starting it again`);
-      pid = await startQemu(dir, await installedKernel(dir, log), opts);
+      pid = await startQemu(dir, await installedKernel(dir, log), await readRecord(dir)); // with the volumes attached now
       log(`vm ${opts.name}: qemu pid ${pid} started again`);
     } catch (err) {
       log(`vm ${opts.name}: could not start again after the guest's reboot: ${(err as Error).message}`);
@@ -345,26 +438,29 @@ async function powerOff(dir: string, pid: number, name: string, timeoutMs: numbe
   await stopProcess(pid, "SIGKILL", 5000); // no-op when it already exited; unregisters it
 }
 
-/** Sends QMP commands in order over the unix socket, each awaiting its "return". */
-function qmp(socketPath: string, commands: string[], timeoutMs: number): Promise<void> {
+type QmpCommand = string | { execute: string; arguments: Record<string, unknown> };
+
+/** Sends QMP commands in order over the unix socket, each awaiting its "return"; resolves with the returns. */
+function qmp(socketPath: string, commands: QmpCommand[], timeoutMs: number): Promise<unknown[]> {
   return new Promise((resolve, reject) => {
     const socket = net.connect(socketPath);
     const queue = [...commands];
+    const returns: unknown[] = [];
     let buffer = "";
     let greeted = false;
     const fail = (msg: string) => {
       socket.destroy();
       reject(new Error(`QMP ${socketPath}: ${msg}`));
     };
-    socket.setTimeout(timeoutMs, () => fail(`no answer within ${timeoutMs} ms (pending: ${queue.join(", ")})`));
+    socket.setTimeout(timeoutMs, () => fail(`no answer within ${timeoutMs} ms (pending: ${queue.map((c) => (typeof c === "string" ? c : c.execute)).join(", ")})`));
     const sendNext = () => {
       const command = queue.shift();
       if (command === undefined) {
         socket.end();
-        resolve();
+        resolve(returns);
         return;
       }
-      socket.write(`${JSON.stringify({ execute: command })}\n`);
+      socket.write(`${JSON.stringify(typeof command === "string" ? { execute: command } : command)}\n`);
     };
     socket.on("data", (d: Buffer) => {
       buffer += d.toString();
@@ -379,6 +475,7 @@ function qmp(socketPath: string, commands: string[], timeoutMs: number): Promise
           greeted = true;
           sendNext();
         } else if (msg.return !== undefined) {
+          returns.push(msg.return);
           sendNext();
         }
       }

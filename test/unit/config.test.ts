@@ -38,6 +38,20 @@ function appWith(name: string, inside: string): string {
 const APP_WITH_GIT = appWith("with-git", ".git");
 const APP_WITH_NODE_MODULES = appWith("with-node-modules", "static/js/node_modules");
 const APP_WITH_VENV = appWith("with-venv", ".venv");
+/** Seed dumps the server could not restore, made from the real fixtures. */
+const SEED_DUMP = path.join(PROJECT_DIR, "test", "fixtures", "seed.dump");
+const SEED_SQL = path.join(PROJECT_DIR, "test", "fixtures", "seed.sql");
+function seedVariant(name: string, content: Buffer): string {
+  fs.writeFileSync(path.join(work, name), content);
+  return path.join(work, name);
+}
+const dumpBytes = fs.readFileSync(SEED_DUMP);
+const fromPg17 = Buffer.from(dumpBytes.toString("latin1").replace(/15\.(\d+) \(Debian 15\./g, "17.$1 (Debian 17."), "latin1");
+const NEWER_DUMP = seedVariant("pg17.dump", fromPg17);
+const OWNERS_SQL = seedVariant("owners.sql", Buffer.concat([fs.readFileSync(SEED_SQL), Buffer.from("ALTER TABLE public.notes OWNER TO olduser;\n")]));
+const GZIPPED = seedVariant("seed.sql.gz", execFileSync("gzip", ["-c", SEED_SQL]));
+const NOT_A_DUMP = seedVariant("notes.txt", Buffer.from("hello\n"));
+const DB = { database: "droplet", volumeSize: 10 };
 after(() => fs.rmSync(work, { recursive: true, force: true }));
 
 const HUGE = "a".repeat(160_000);
@@ -167,6 +181,23 @@ const BAD: [string, Record<string, unknown>, string, RegExp][] = [
   ["a 160 kB public key", { adminSshKeys: [`ssh-ed25519 ${HUGE}`] }, "adminSshKeys[0]", /too long/],
   ["a 160 kB network", { sshAllowedCidrs: [HUGE] }, "sshAllowedCidrs[0]", /too long/],
   ["a 160 kB env value", { env: { A: `${HUGE}${HUGE}` } }, "env.A", /at most 64 KiB/],
+  // data
+  ["a volume of 0 GiB", { volumeSize: 0 }, "volumeSize", /at least 1 GiB/],
+  ["a volume of 1.5 GiB", { volumeSize: 1.5 }, "volumeSize", /whole number of GiB/],
+  ["a volume larger than DigitalOcean's largest", { volumeSize: 20000 }, "volumeSize", /at most 16384/],
+  ["an unknown database mode", { database: "mysql" }, "database", /expected one of "none", "droplet"/],
+  ["a database on the droplet without a volume", { database: "droplet" }, "volumeSize", /required when dropstack:database is "droplet"/],
+  ["a database on an image without a known PostgreSQL", { ...DB, image: "debian-10-x64" }, "image", /no known PostgreSQL release/],
+  ["a DATABASE_URL of one's own beside database: droplet", { ...DB, env: { DATABASE_URL: "postgres://x" } }, "env", /gives the app its own DATABASE_URL/],
+  ["a secret DATABASE_URL beside database: droplet", { ...DB, secretEnv: { DATABASE_URL: "postgres://x" } }, "secretEnv", /remove it/],
+  ["a seed without a database", { databaseSeed: SEED_DUMP }, "databaseSeed", /no database to restore it into/],
+  ["a seed file that does not exist", { ...DB, databaseSeed: "db/missing.dump" }, "databaseSeed", /does not exist/],
+  ["a seed that is not a dump", { ...DB, databaseSeed: NOT_A_DUMP }, "databaseSeed", /neither a custom-format dump/],
+  ["a gzipped seed", { ...DB, databaseSeed: GZIPPED }, "databaseSeed", /gzip-compressed/],
+  ["a seed from a newer PostgreSQL than the server's", { ...DB, databaseSeed: NEWER_DUMP }, "databaseSeed", /made by PostgreSQL 17, newer than the server's PostgreSQL 15/],
+  ["a seed from PostgreSQL 15 for Debian 11's PostgreSQL 13", { ...DB, image: "debian-11-x64", databaseSeed: SEED_SQL }, "databaseSeed", /made by PostgreSQL 15, newer than the server's PostgreSQL 13/],
+  ["backups kept 0 days", { backupKeepDays: 0 }, "backupKeepDays", /at least 1 day/],
+  ["a plain seed that sets owners", { ...DB, databaseSeed: OWNERS_SQL }, "databaseSeed", /--no-owner --no-privileges/],
 ];
 
 describe("config validation", () => {
@@ -181,6 +212,16 @@ describe("config validation", () => {
       });
     });
   }
+
+  it("accepts a database on the droplet with a seed in either format, and knows the server's PostgreSQL", () => {
+    for (const [file, format] of [[SEED_DUMP, "custom"], [SEED_SQL, "plain"]]) {
+      const c = load("staging", { ...DB, databaseSeed: path.relative(PROJECT_DIR, file) });
+      assert.strictEqual(c.postgresMajor, 15);
+      assert.deepStrictEqual(c.seed, { file, format });
+    }
+    assert.strictEqual(load("staging", { ...DB, image: "debian-13-x64" }).postgresMajor, 17);
+    assert.strictEqual(load("staging").postgresMajor, undefined);
+  });
 
   it("reports every problem at once", () => {
     assert.throws(() => load("staging", { region: "x", size: "y", keepReleases: 0 }), (e: ConfigError) => e.problems.length === 3);

@@ -10,6 +10,8 @@ export const DROPLET_IPV6 = "2001:db8::10";
 export const DEPLOY_PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDropstackUnitTestPublicKeyAAAAAAAAAAAAAAAA";
 export const DEPLOY_PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nunit-test-deploy-key\n-----END OPENSSH PRIVATE KEY-----\n";
 export const HOST_PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDropstackUnitTestHostKeyAAAAAAAAAAAAAAAAAAA";
+/** What the fake random provider generates for every password. */
+export const FAKE_PASSWORD = "UnitTestGeneratedPassword0123456789abcd";
 export const HOST_PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nunit-test-host-key\n-----END OPENSSH PRIVATE KEY-----\n";
 
 function fakeState(args: pulumi.runtime.MockResourceArgs): Record<string, unknown> {
@@ -26,6 +28,8 @@ function fakeState(args: pulumi.runtime.MockResourceArgs): Record<string, unknow
       return { ...args.inputs, fqdn: `${args.inputs.name === "@" ? "" : `${args.inputs.name}.`}${args.inputs.domain}` };
     case "command:remote:Command":
       return { ...args.inputs, stdout: "", stderr: "" };
+    case "random:index/randomPassword:RandomPassword":
+      return { ...args.inputs, result: FAKE_PASSWORD };
     default:
       return { ...args.inputs };
   }
@@ -60,7 +64,8 @@ export function runFake(opts: FakeRunOptions = {}): Promise<RunResult> {
       // only holds because of registration speed, not a declared dependency, shows up in tests.
       await new Promise((resolve) => setTimeout(resolve, digest[0] % 50));
       return {
-        id: opts.preview ? "" : `${args.name}-${digest.toString("hex").slice(0, 8)}`,
+        // DigitalOcean's droplet ids are numbers (a volume attachment takes one)
+        id: opts.preview ? "" : args.type === "digitalocean:index/droplet:Droplet" ? String(digest.readUInt32BE(0)) : `${args.name}-${digest.toString("hex").slice(0, 8)}`,
         state: opts.preview ? args.inputs : fakeState(args),
       };
     },

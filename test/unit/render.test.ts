@@ -7,7 +7,7 @@ import * as path from "path";
 import * as YAML from "yaml";
 import {
   renderCloudConfig, renderEnvJson, renderGunicornConf, renderHardening, renderNftables, renderNginxDefault, renderNginxSite, renderSshdConfig,
-  renderSupervisorSlot, renderSwitchScript,
+  renderDbScript, renderSupervisorSlot, renderSwitchScript,
 } from "../../components/render";
 import { encodeValues, readRemoteFile, renderTemplate, scriptText, shellQuote, stepCommand } from "../../components/shell";
 
@@ -307,10 +307,12 @@ describe("remote scripts", () => {
     }
     const r = spawnSync("shellcheck", [path.join(__dirname, "..", "..", "remote", "templates", "renew-hook.sh")], { encoding: "utf8" });
     assert.strictEqual(r.status, 0, `renew-hook.sh:\n${r.stdout}`);
-    // dropstack-switch as installed: the template with the shared deploy lock rendered in
-    const sw = spawnSync("shellcheck", ["-s", "bash", "-"], { input: renderSwitchScript(), encoding: "utf8" });
-    assert.strictEqual(sw.status, 0, `dropstack-switch:\n${sw.stdout}`);
-    assert.match(renderSwitchScript(), /^take_deploy_lock\(\) \{$/m);
+    // dropstack-switch and dropstack-db as installed: the templates with the shared deploy lock rendered in
+    for (const [name, text] of [["dropstack-switch", renderSwitchScript()], ["dropstack-db", renderDbScript()]]) {
+      const sw = spawnSync("shellcheck", ["-s", "bash", "-"], { input: text, encoding: "utf8" });
+      assert.strictEqual(sw.status, 0, `${name}:\n${sw.stdout}`);
+      assert.match(text, /^take_deploy_lock\(\) \{$/m, name);
+    }
     assert.match(scriptText("release"), /^take_deploy_lock\(\) \{$/m);
   });
 

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Restores the stack's seed dump into the app's database once: only while the database holds no
+# table, in one transaction, as the app's role (so the app owns what it restores). A database
+# that has tables is never touched again, whatever the seed. The uploaded dump is removed after.
+set -euo pipefail
+
+require V_DB_NAME V_DB_USER V_SEED_FILE V_SEED_FORMAT
+db=$V_DB_NAME
+role=$V_DB_USER
+file=$V_SEED_FILE
+[[ $db =~ ^[a-z_][a-z0-9_]{0,62}$ ]] || die "bad database name"
+[[ $role =~ ^[a-z_][a-z0-9_]{0,62}$ ]] || die "bad role name"
+[[ $file =~ ^/home/[a-z_][a-z0-9_-]*/dropstack-seed-[0-9a-f]{16}$ ]] || die "bad seed file path"
+[ -f "$file" ] || die "the seed dump was not uploaded to $file"
+trap 'rm -f "$file"' EXIT
+
+tables=$(runuser -u postgres -- psql -X -At -v ON_ERROR_STOP=1 -d "$db" -c \
+  "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+   WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'")
+if [ "$tables" != 0 ]; then
+  log "database $db already holds $tables tables or sequences: the seed is restored only into an empty database, not again"
+  finish
+  exit 0
+fi
+case $V_SEED_FORMAT in
+  custom)
+    # pg_restore reads the archive's table of contents first: an archive this server's tools
+    # cannot read is refused before anything is restored.
+    runuser -u postgres -- pg_restore --list <"$file" >/dev/null || die "this server's pg_restore ($(pg_restore --version)) cannot read the seed dump"
+    runuser -u postgres -- pg_restore --no-owner --no-privileges --role="$role" --single-transaction --exit-on-error -d "$db" <"$file"
+    ;;
+  plain)
+    { printf 'SET ROLE "%s";\n' "$role"; cat "$file"; } \
+      | runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 --single-transaction -d "$db" >/dev/null
+    ;;
+  *) die "bad seed format $V_SEED_FORMAT" ;;
+esac
+CHANGED=1
+log "restored the seed dump into $db: $(runuser -u postgres -- psql -X -At -d "$db" -c "SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')") tables"
+finish
