@@ -86,6 +86,7 @@ const site = new NginxSite("site", {
   tls: cfg.tls,
   maxBodySize: cfg.maxBodySize,
   hsts: cfg.hsts,
+  apiPrefix: cfg.client?.apiPrefix,
 }, { dependsOn: [host, ...(certificate ? [certificate] : [])] });
 // Data that outlives the droplet: the volume (shared/ and the database's files), then the database.
 const volume = cfg.volumeSize === undefined ? undefined : new DataVolume("data", {
@@ -111,6 +112,7 @@ const release = new AppRelease("app", {
   ...onServer,
   app: cfg.appName,
   sourceDir: cfg.appDir,
+  clientDir: cfg.client?.dir,
   wsgi: cfg.wsgi,
   workers: cfg.workers,
   env: cfg.env,

@@ -2,7 +2,8 @@
 
 Routes: / (a page, templates/index.html), /healthz (the health check), /static/style.css (served by nginx),
 POST /counter (a counter kept in shared/data, which survives releases), GET and POST /notes (rows in
-PostgreSQL, when dropstack gives the app a DATABASE_URL; migrate.py keeps the schema).
+PostgreSQL, when dropstack gives the app a DATABASE_URL; migrate.py keeps the schema), and under /api the
+same notes and /api/version for the sample client (client/).
 """
 import hashlib
 import os
@@ -71,6 +72,16 @@ def notes():
             return jsonify(notes=[{"id": i, "body": b} for i, b in cur.fetchall()], version=VERSION)
     finally:
         conn.close()
+
+
+# The API a built client calls (dropstack:clientSource serves the client at / and hands /api/... to
+# the app, the path unchanged).
+app.add_url_rule("/api/notes", "api_notes", notes, methods=["GET", "POST"])
+
+
+@app.route("/api/version")
+def api_version():
+    return jsonify(version=VERSION)
 
 
 @app.route("/healthz")

@@ -121,8 +121,11 @@ async function main(): Promise<void> {
   const [srv, release] = [`${dir}/srv/${app}`, `${dir}/srv/${app}/releases/bench`];
   for (const d of [`${srv}/shared/data`, `${dir}/run`, `${dir}/live/${fqdn}`, `${dir}/snippets`, `${dir}/sites`]) fs.mkdirSync(d, { recursive: true, mode: 0o755 });
   fs.cpSync(cfg.appDir, release, { recursive: true });
-  fs.symlinkSync(release, `${srv}/current`);
-  fs.symlinkSync(`${dir}/run/blue.sock`, `${srv}/current.sock`);
+  // the layout dropstack-switch makes: live -> slots/blue (its socket and its release)
+  fs.mkdirSync(`${srv}/slots/blue`, { recursive: true, mode: 0o755 });
+  fs.symlinkSync(`${dir}/run/blue.sock`, `${srv}/slots/blue/app.sock`);
+  fs.symlinkSync(release, `${srv}/slots/blue/release`);
+  fs.symlinkSync(`${srv}/slots/blue`, `${srv}/live`);
   execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", `/CN=${fqdn}`,
     "-addext", `subjectAltName=DNS:${fqdn}`, "-keyout", `${dir}/live/${fqdn}/privkey.pem`, "-out", `${dir}/live/${fqdn}/fullchain.pem`], { stdio: "pipe" });
 

@@ -346,6 +346,15 @@ export const schema = z.object({
   database: z.enum(DATABASE_MODES, { errorMap: () => ({ message: `expected one of ${DATABASE_MODES.map((m) => `"${m}"`).join(", ")}, e.g. "droplet"` }) }).default("none"),
   /** A pg_dump file (custom format or plain SQL), relative to the project, restored once into the empty database before the first release. */
   databaseSeed: text((v) => v.length > 0 && !v.includes("\0"), "a pg_dump file's path, relative to the project", '"db/seed.dump"', 4096).optional(),
+  /**
+   * A folder with a built web client (index.html and its assets, e.g. the output of `npm run
+   * build`), relative to the project: nginx serves it at / (unknown paths fall back to index.html
+   * for client-side routes), while the app answers under apiPrefix. Released with the app, in the
+   * same release folder and the same switch. Unset: the app answers at /.
+   */
+  clientSource: text((v) => v.length > 0 && !v.includes("\0"), "a folder with a built client (index.html and assets), relative to the project", '"client/dist"', 4096).optional(),
+  /** With clientSource: the path under which nginx hands requests to the app (passed on unchanged), e.g. "/api". */
+  apiPrefix: str(/^(?:\/[A-Za-z0-9._~-]+)+$/, "a URL path prefix such as /api (letters, digits, '.', '_', '~', '-'; no trailing /)", '"/api"', 256).optional(),
   /** Days the nightly database backups on the volume are kept (the newest is always kept). */
   backupKeepDays: z.number({ invalid_type_error: "expected a number of days, e.g. 7" })
     .int("expected whole days, e.g. 7").min(1, "expected at least 1 day, e.g. 7").max(3650, "expected at most 3650 days, e.g. 7").default(7),
@@ -373,6 +382,8 @@ export interface StackConfig extends Settings {
   postgresMajor?: number;
   /** The seed dump, resolved: its absolute path and format. */
   seed?: { file: string; format: "custom" | "plain" };
+  /** With clientSource: the client folder's absolute path and the prefix the app answers under. */
+  client?: { dir: string; apiPrefix: string };
 }
 
 export class ConfigError extends Error {
@@ -524,6 +535,46 @@ function crossChecks(s: Settings, projectDir: string): string[] {
   return problems;
 }
 
+/** The default of apiPrefix (with a client). */
+export const DEFAULT_API_PREFIX = "/api";
+
+/** Paths nginx keeps for itself or the app's static files: an API prefix must not take them. */
+const RESERVED_PREFIXES = ["/static", "/.well-known"];
+
+/** A built client folder the server can serve, and an API prefix that cannot swallow nginx's own paths. */
+function clientChecks(s: Settings, projectDir: string): { problems: string[]; client?: StackConfig["client"] } {
+  const key = (k: string) => `${NAMESPACE}:${k}`;
+  const problems: string[] = [];
+  if (s.clientSource === undefined) {
+    if (s.apiPrefix !== undefined) problems.push(`${key("apiPrefix")}: only used with ${key("clientSource")} (without a client the app answers at /); set ${key("clientSource")}, e.g. "client/dist", or remove ${key("apiPrefix")}`);
+    return { problems };
+  }
+  const apiPrefix = s.apiPrefix ?? DEFAULT_API_PREFIX;
+  const taken = RESERVED_PREFIXES.find((r) => apiPrefix === r || apiPrefix.startsWith(`${r}/`) || r.startsWith(`${apiPrefix}/`));
+  if (taken) problems.push(`${key("apiPrefix")}: ${JSON.stringify(apiPrefix)} overlaps ${taken}, which nginx serves itself (${RESERVED_PREFIXES.join(", ")}); choose another prefix, e.g. "/api"`);
+  const dir = path.resolve(projectDir, s.clientSource);
+  const where = `${JSON.stringify(s.clientSource)} (resolved to ${dir})`;
+  const example = 'e.g. "client/dist" (the folder `npm run build` writes)';
+  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) {
+    problems.push(`${key("clientSource")}: folder ${where} does not exist; expected a built client with index.html, ${example}`);
+    return { problems };
+  }
+  const project = path.resolve(projectDir);
+  const appDir = path.resolve(projectDir, s.appSource);
+  const inside = (a: string, b: string) => a === b || a.startsWith(b + path.sep);
+  if (inside(project, dir)) {
+    problems.push(`${key("clientSource")}: ${where} is the project folder or contains it: the whole repository would be served to the world; ${example}`);
+  } else if (inside(dir, appDir) || inside(appDir, dir)) {
+    problems.push(`${key("clientSource")}: ${where} and ${key("appSource")} ${JSON.stringify(s.appSource)} overlap: keep the client and the app in folders of their own, ${example}`);
+  } else if (!fs.existsSync(path.join(dir, "index.html"))) {
+    problems.push(`${key("clientSource")}: ${where} has no index.html; expected a built client (the output of your build, not its source), ${example}`);
+  } else {
+    const refused = findFolder(dir, REFUSED_IN_APP);
+    if (refused) problems.push(`${key("clientSource")}: ${where} contains ${refused}/, which must not be served (${REFUSED_IN_APP.join(", ")}); point it at the build output, ${example}`);
+  }
+  return problems.length ? { problems } : { problems, client: { dir, apiPrefix } };
+}
+
 /** The database, its volume and its seed fit together; a seed dump the server could not restore is refused now. */
 function dataChecks(s: Settings, projectDir: string): { problems: string[]; seed?: StackConfig["seed"] } {
   const key = (k: string) => `${NAMESPACE}:${k}`;
@@ -625,7 +676,8 @@ export function parseSettings(raw: Record<string, unknown>, projectDir: string, 
   const s = result.data;
   const secret = secrecy(s, ctx.secretKeys ?? []);
   const data = dataChecks(s, projectDir);
-  const cross = [...crossChecks(s, projectDir), ...data.problems, ...secret.problems];
+  const client = clientChecks(s, projectDir);
+  const cross = [...crossChecks(s, projectDir), ...data.problems, ...client.problems, ...secret.problems];
   if (cross.length) throw new ConfigError(cross);
   const appDir = path.resolve(projectDir, s.appSource);
   return {
@@ -637,6 +689,7 @@ export function parseSettings(raw: Record<string, unknown>, projectDir: string, 
     warnings: [...(ctx.warnings ?? []), ...secret.warnings],
     postgresMajor: s.database === "droplet" ? POSTGRES_MAJOR_BY_IMAGE[s.image] : undefined,
     seed: data.seed,
+    client: client.client,
   };
 }
 

@@ -9,6 +9,8 @@ export interface AppReleaseArgs extends OnServerArgs {
   app: string;
   /** Local folder with the app's source. @example "/home/me/shop/app" */
   sourceDir: string;
+  /** Local folder of a built web client, released in the same folder as the app (releases/<id>/.client) and switched with it; unset: none. @example "/home/me/shop/client/dist" */
+  clientDir?: string;
   /** WSGI target gunicorn serves. @example "shop.wsgi:create_app()" */
   wsgi: string;
   /** gunicorn workers; unset: 2 x CPUs + 1, decided on the server. @example 3 */
@@ -61,25 +63,29 @@ export class AppRelease extends pulumi.ComponentResource {
     super("dropstack:index:AppRelease", name, {}, opts);
     const gunicornConf = renderGunicornConf({ app: args.app, workers: args.workers });
     const supervisorConf = renderSupervisorSlot({ app: args.app, wsgi: args.wsgi });
-    const hash = contentHash(folderHash(args.sourceDir), gunicornConf, supervisorConf, args.releaseCommand ?? "").slice(0, 12);
+    // (a release without a client hashes as it always did: no new id for existing stacks)
+    const parts = [folderHash(args.sourceDir), gunicornConf, supervisorConf, args.releaseCommand ?? "", ...(args.clientDir ? [`client:${folderHash(args.clientDir)}`] : [])];
+    const hash = contentHash(...parts).slice(0, 12);
     this.releaseId = args.releaseVersion ? `${args.releaseVersion}-${hash.slice(0, 8)}` : `r${hash}`;
     const uploadDir = `/home/${args.deployUser}/dropstack-upload-${this.releaseId}`;
-    const upload = this.upload(name, args, uploadDir, opts?.dependsOn);
-    const step = this.release(name, args, { uploadDir, gunicornConf, supervisorConf }, [upload]);
+    const uploads = [this.upload(`${name}-upload`, args, args.sourceDir, uploadDir, opts?.dependsOn)];
+    const clientUploadDir = args.clientDir ? `${uploadDir}-client` : "";
+    if (args.clientDir) uploads.push(this.upload(`${name}-client-upload`, args, args.clientDir, clientUploadDir, opts?.dependsOn));
+    const step = this.release(name, args, { uploadDir, clientUploadDir, gunicornConf, supervisorConf }, uploads);
     this.stdout = step.stdout;
     this.registerOutputs({ releaseId: this.releaseId });
   }
 
-  private upload(name: string, args: AppReleaseArgs, uploadDir: string, after: pulumi.Input<pulumi.Input<pulumi.Resource>[]> | pulumi.Input<pulumi.Resource> | undefined): command.remote.CopyToRemote {
-    return new command.remote.CopyToRemote(`${name}-upload`, {
+  private upload(resourceName: string, args: AppReleaseArgs, localDir: string, remotePath: string, after: pulumi.Input<pulumi.Input<pulumi.Resource>[]> | pulumi.Input<pulumi.Resource> | undefined): command.remote.CopyToRemote {
+    return new command.remote.CopyToRemote(resourceName, {
       connection: args.connection,
-      source: new pulumi.asset.FileArchive(args.sourceDir),
-      remotePath: uploadDir,
+      source: new pulumi.asset.FileArchive(localDir),
+      remotePath,
       triggers: [this.releaseId, args.dropletId],
     }, { parent: this, dependsOn: after });
   }
 
-  private release(name: string, args: AppReleaseArgs, files: { uploadDir: string; gunicornConf: string; supervisorConf: string },
+  private release(name: string, args: AppReleaseArgs, files: { uploadDir: string; clientUploadDir: string; gunicornConf: string; supervisorConf: string },
     after: pulumi.Resource[]): command.remote.Command {
     const secret = Object.keys(args.secretEnv).length > 0 || (args.secretSettings ?? false) || args.databaseUrl !== undefined;
     const envJson = pulumi.secret(pulumi.output(args.databaseUrl).apply((url) =>
@@ -92,6 +98,7 @@ export class AppRelease extends pulumi.ComponentResource {
         APP: args.app,
         RELEASE_ID: this.releaseId,
         UPLOAD_DIR: files.uploadDir,
+        CLIENT_UPLOAD_DIR: files.clientUploadDir,
         ENV_JSON: envJson,
         GUNICORN_CONF: files.gunicornConf,
         SUPERVISOR_SLOT: files.supervisorConf,

@@ -4,7 +4,7 @@ import type { EgressRule } from "./firewall";
 import { readRemoteFile, renderTemplate } from "./shell";
 
 /** Placeholders filled with text the program rendered itself (not user input). */
-const RENDERED = new Set(["proxy", "hsts"]);
+const RENDERED = new Set(["proxy", "headers", "routes"]);
 
 /** Values spliced into config files may not break out of their line or directive. */
 function inert(name: string, value: string): void {
@@ -24,14 +24,29 @@ export interface SiteSettings {
   maxBodySize: string;
   /** Send Strict-Transport-Security (TLS sites only). */
   hsts: boolean;
+  /** With a built client: nginx serves it at / and hands only this prefix to the app; unset: the app answers at /. */
+  apiPrefix?: string;
 }
 
 const HSTS = 'add_header Strict-Transport-Security "max-age=63072000; includeSubDomains" always;';
 
+/** Headers every answer carries (nginx drops the server's add_header lines in a location that has its own: they are repeated there). */
+const SECURITY_HEADERS = [
+  "add_header X-Content-Type-Options nosniff always;",
+  "add_header X-Frame-Options SAMEORIGIN always;",
+  "add_header Referrer-Policy strict-origin-when-cross-origin always;",
+];
+
 /** The app's nginx site. nginx's own $variables pass through untouched. */
 export function renderNginxSite(s: SiteSettings): string {
   const hsts = s.tls && s.hsts ? HSTS : "# HSTS off for this stack (dropstack:hsts)";
-  const proxy = renderTemplate(readRemoteFile("templates/nginx-proxy.conf"), { app: s.app, max_body_size: s.maxBodySize, hsts }, inert);
+  const headers = (indent: string) => [...SECURITY_HEADERS, hsts].map((h) => indent + h).join("\n");
+  if (s.apiPrefix !== undefined && !/^(?:\/[A-Za-z0-9._~-]+)+$/.test(s.apiPrefix)) throw new Error(`not an API prefix: ${JSON.stringify(s.apiPrefix)}`);
+  const routes = s.apiPrefix === undefined
+    ? renderTemplate(readRemoteFile("templates/nginx-routes-app.conf"), { app: s.app }, inert)
+    : renderTemplate(readRemoteFile("templates/nginx-routes-client.conf"), { app: s.app, api_prefix: s.apiPrefix, headers: headers("        ") }, inert);
+  const proxy = renderTemplate(readRemoteFile("templates/nginx-proxy.conf"),
+    { app: s.app, max_body_size: s.maxBodySize, headers: headers("    "), routes: routes.replace(/\n$/, "") }, inert);
   const template = readRemoteFile(s.tls ? "templates/nginx-site-tls.conf" : "templates/nginx-site-http.conf");
   return renderTemplate(template, { app: s.app, fqdn: s.fqdn, proxy: proxy.replace(/\n$/, "") }, inert);
 }

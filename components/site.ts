@@ -14,9 +14,11 @@ export interface NginxSiteArgs extends OnServerArgs {
   maxBodySize: string;
   /** Send the Strict-Transport-Security header. @example true */
   hsts: boolean;
+  /** With a built client (served at /): the path prefix nginx hands to the app; unset: the app answers at /. @example "/api" */
+  apiPrefix?: string;
 }
 
-/** nginx in front of gunicorn's unix socket: proxy headers, static files, HTTPS and the redirect. */
+/** nginx in front of gunicorn's unix socket: proxy headers, static files, a built client, HTTPS and the redirect. */
 export class NginxSite extends pulumi.ComponentResource {
   /** The rendered site configuration (as installed in /etc/nginx/sites-available). */
   readonly config: string;
@@ -25,7 +27,7 @@ export class NginxSite extends pulumi.ComponentResource {
 
   constructor(name: string, args: NginxSiteArgs, opts?: pulumi.ComponentResourceOptions) {
     super("dropstack:index:NginxSite", name, {}, opts);
-    this.config = renderNginxSite({ app: args.app, fqdn: args.fqdn, tls: args.tls, maxBodySize: args.maxBodySize, hsts: args.hsts });
+    this.config = renderNginxSite({ app: args.app, fqdn: args.fqdn, tls: args.tls, maxBodySize: args.maxBodySize, hsts: args.hsts, apiPrefix: args.apiPrefix });
     this.installed = remoteStep(`${name}-nginx`, {
       connection: args.connection,
       script: "site",

@@ -8,7 +8,7 @@ set -euo pipefail
 
 require V_APP V_RELEASE_ID V_UPLOAD_DIR V_ENV_JSON V_GUNICORN_CONF V_SUPERVISOR_SLOT \
   V_HEALTH_PATH V_HEALTH_HOST V_HEALTH_STATUS V_HEALTH_TIMEOUT V_HEALTH_ATTEMPTS V_KEEP_RELEASES \
-  V_RELEASE_COMMAND V_TRIGGERED_BY V_CACHE_ENTRIES
+  V_RELEASE_COMMAND V_TRIGGERED_BY V_CACHE_ENTRIES V_CLIENT_UPLOAD_DIR
 
 app=$V_APP
 id=$V_RELEASE_ID
@@ -19,6 +19,7 @@ for n in V_HEALTH_STATUS V_HEALTH_TIMEOUT V_HEALTH_ATTEMPTS V_KEEP_RELEASES; do
 done
 [[ $V_HEALTH_PATH =~ ^/[A-Za-z0-9._~/-]*$ ]] || die "bad health path"
 [[ $V_HEALTH_HOST =~ ^[a-z0-9.-]+$ ]] || die "bad health host"
+[[ -z $V_CLIENT_UPLOAD_DIR || $V_CLIENT_UPLOAD_DIR == "$V_UPLOAD_DIR-client" ]] || die "the client's upload must be next to the app's"
 root=/srv/$app
 releases=$root/releases
 release=$releases/$id
@@ -67,6 +68,11 @@ if [ ! -f "$release/.dropstack-complete" ]; then
   while IFS= read -r pattern; do
     if [ -n "$pattern" ]; then find "$tmp" -depth -name "$pattern" -exec rm -rf {} +; fi
   done <<<"$V_CACHE_ENTRIES"
+  # A built client travels in the release (.client): nginx serves it through the same switch.
+  if [ -n "$V_CLIENT_UPLOAD_DIR" ]; then
+    [ -f "$V_CLIENT_UPLOAD_DIR/index.html" ] || die "uploaded client $V_CLIENT_UPLOAD_DIR has no index.html"
+    cp -R "$V_CLIENT_UPLOAD_DIR" "$tmp/.client"
+  fi
   ensure_venv "$tmp"
   ln -sfn "$VENV" "$tmp/.venv"
   "$tmp/.venv/bin/python" -m compileall -q "$tmp" -x '/\.venv/' >/dev/null || true
@@ -79,6 +85,7 @@ if [ ! -f "$release/.dropstack-complete" ]; then
   CHANGED=1
 fi
 rm -rf "$V_UPLOAD_DIR"
+if [ -n "$V_CLIENT_UPLOAD_DIR" ]; then rm -rf "$V_CLIENT_UPLOAD_DIR"; fi
 
 # 2. What lives outside releases: the environment (secrets: 0600, app-owned), gunicorn's config,
 #    and the settings dropstack-switch (and dropstack-rollback) read.

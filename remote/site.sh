@@ -16,6 +16,12 @@ write_file "$available" 644 root:root "$V_NGINX_SITE"
 site_changed=$WROTE
 ensure_link "$available" "/etc/nginx/sites-enabled/dropstack-$V_APP.conf"
 
+# The site reaches the live release through /srv/<app>/live; a server released before that link
+# existed gets it now, from the release that serves (dropstack-switch owns the layout).
+case "$(/usr/local/sbin/dropstack-switch --link-live)" in
+  *changed=yes*) CHANGED=1 ;;
+esac
+
 if [ "$site_changed" = 1 ]; then
   if ! output=$(nginx -t 2>&1); then
     if [ "$had_old" = 1 ]; then cp -p "$backup" "$available"; else rm -f "$available" "/etc/nginx/sites-enabled/dropstack-$V_APP.conf"; fi

@@ -3,14 +3,17 @@
 #
 # Puts a built release live without dropping a request: the release boots in the idle slot
 # (blue or green: a second gunicorn under supervisor, on its own unix socket) beside the live one,
-# must pass the health check through its own socket, then nginx's upstream socket symlink is
-# swapped atomically (no nginx reload, so no keep-alive connection is closed) and the old slot is
-# stopped gracefully (in-flight requests finish). On any failure the new slot is stopped and the
-# live release keeps serving.
+# must pass the health check through its own socket, then one symlink, live -> slots/<slot> (the
+# slot's socket and its release, the built client included), is swapped atomically: nginx follows
+# it for every new upstream connection and every file, so the app and its client switch together
+# (no nginx reload, so no keep-alive connection is closed). The old slot is stopped gracefully
+# (in-flight requests finish). On any failure the new slot is stopped and the live release keeps
+# serving.
 #
 #   dropstack-switch <release-id> [--by WHO] [--release-command] [--force] [--lock-held]
 #   dropstack-rollback [<release-id>] [--by WHO]    (default: the previous release)
 #   dropstack-switch --status
+#   dropstack-switch --link-live   (servers from before the live link: derive it from current.sock)
 set -euo pipefail
 umask 022
 
@@ -41,14 +44,29 @@ setting() {
   die "setting $1 is missing in $state/settings (run a release first)"
 }
 
+# The live slot: where the live link points (servers from before it: the socket current.sock names).
 active_slot() {
   local target
-  target=$(readlink "$root/current.sock" 2>/dev/null || true)
+  target=$(readlink "$root/live" 2>/dev/null || readlink "$root/current.sock" 2>/dev/null || true)
   case "${target##*/}" in
-    blue.sock) echo blue ;;
-    green.sock) echo green ;;
+    blue|blue.sock) echo blue ;;
+    green|green.sock) echo green ;;
     *) echo "" ;;
   esac
+}
+
+# replace_link TARGET LINK: points LINK at TARGET in one rename (a reader sees the old or the new).
+replace_link() {
+  ln -sfn "$1" "$2.tmp"
+  mv -Tf "$2.tmp" "$2"
+}
+
+# point_slot SLOT RELEASE-ID: slots/SLOT holds the slot's socket and its release. Only ever done to
+# a slot that is not live.
+point_slot() {
+  install -d -m 755 -o root -g root "$root/slots" "$root/slots/$1"
+  replace_link "$rundir/$1.sock" "$root/slots/$1/app.sock"
+  replace_link "$releases/$2" "$root/slots/$1/release"
 }
 
 # The release a symlink points at ("" when there is none; never fails under set -e/pipefail).
@@ -82,6 +100,15 @@ while [ $# -gt 0 ]; do
     --release-command) run_release_command=1; shift ;;
     --lock-held) lock_held=1; shift ;;
     --force) force=1; shift ;;
+    --link-live)
+      # A server whose releases predate the live link: the site nginx reads from now on needs it.
+      if [ ! -L "$root/live" ] && [ -n "$(active_slot)" ] && [ -n "$(release_of "$root/current")" ]; then
+        point_slot "$(active_slot)" "$(release_of "$root/current")"
+        replace_link "$root/slots/$(active_slot)" "$root/live"
+        log "linked $root/live to slot $(active_slot) (release $(release_of "$root/current"))"
+        echo "changed=yes"
+      fi
+      exit 0 ;;
     --status)
       printf 'app=%s live=%s slot=%s previous=%s\n' "$app" "$(release_of "$root/current")" "$(active_slot)" "$(release_of "$root/previous")"
       list_releases
@@ -173,6 +200,7 @@ sed -e "s#@SLOT@#$new_slot#g" -e "s#@RELEASE@#$id#g" "$state/supervisor-slot.con
 mv -f "$slot_conf.tmp" "$slot_conf"
 : >"$slot_log.tmp" && chown "$app:$app" "$slot_log.tmp" && mv -f "$slot_log.tmp" "$slot_log"
 rm -f "$socket"
+point_slot "$new_slot" "$id"
 boot_started=$(now_us)
 supervisorctl update >/dev/null
 supervisorctl start "$app-$new_slot" >/dev/null 2>&1 || true
@@ -218,14 +246,13 @@ boot_ms=$(((healthy - boot_started) / 1000))
 check_ms=$(((healthy - check_started) / 1000))
 log "slot $new_slot booted and passed its health check in ${boot_ms} ms (the passing check took ${check_ms} ms)"
 
-# ---- switch: nginx connects through this symlink for every new upstream connection
-ln -sfn "$socket" "$root/current.sock.tmp"
-mv -Tf "$root/current.sock.tmp" "$root/current.sock"
-ln -sfn "$release" "$root/current.tmp"
-mv -Tf "$root/current.tmp" "$root/current"
+# ---- switch: one rename, and nginx's next connection and next file come from the new slot
+replace_link "$root/slots/$new_slot" "$root/live"
+# what people and tools read: the live socket and release, and the one before
+replace_link "$socket" "$root/current.sock"
+replace_link "$release" "$root/current"
 if [ -n "$live_release" ] && [ "$live_release" != "$id" ]; then
-  ln -sfn "$releases/$live_release" "$root/previous.tmp"
-  mv -Tf "$root/previous.tmp" "$root/previous"
+  replace_link "$releases/$live_release" "$root/previous"
 fi
 log "release $id is live on slot $new_slot"
 

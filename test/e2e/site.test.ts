@@ -560,4 +560,65 @@ describe("end to end on the local cloud", function () {
     written.push("written on the new droplet");
     assert.deepStrictEqual(await notes(), ["seeded note one", "seeded note two", ...written]);
   });
+
+  // Last: from here on / is the client's and the app answers under /api only.
+  it("serves a built client at / and the API under /api from one release folder; both switch together with no failed request", async () => {
+    const client = path.join(session.work, "client");
+    fs.cpSync(path.join(PROJECT_DIR, "client"), client, { recursive: true });
+    const indexHtml = path.join(client, "index.html");
+    const editClient = (from: string, to: string) => fs.writeFileSync(indexHtml, fs.readFileSync(indexHtml, "utf8").replace(`client version: ${from}`, `client version: ${to}`));
+    const kept = await notes();
+    const live = (await onServer("readlink /srv/app/current")).trim();
+    cloud.configure(e2eConfig({ keepReleases: 2, clientSource: client }));
+    editApp('VERSION = "v3"', 'VERSION = "v4"');
+    editClient("v1", "v4");
+    // the page at / is the app's (v3) until the client of v4 takes its place, in one switch
+    const { result: up4, error, outcomes } = await underLoad(() => cloud.up());
+    assert.ok(up4, `up failed: ${error}`);
+    assert.strictEqual(failures(outcomes).length, 0, describeFailures(outcomes));
+    assert.deepStrictEqual(markerRuns(outcomes), ["v3", "v4"]);
+    assert.deepStrictEqual(up4.steps.filter((x) => x.op !== "same").map((x) => x.name).sort(), ["app-client-upload", "app-release", "app-upload", "site-nginx"]);
+
+    const route = await curl(`https://${LOCAL_FQDN}/notes/7`);
+    assert.strictEqual(route.code, 200);
+    assert.match(route.body, /client version: v4</, "a client-side route gets index.html");
+    assert.match(route.headers, /^cache-control: no-cache\r?$/im);
+    assert.match(route.headers, /^strict-transport-security: max-age=63072000/im);
+    const asset = /src="(\/assets\/app-[0-9a-f]{8}\.js)"/.exec(route.body)?.[1] ?? "";
+    const js = await curl(`https://${LOCAL_FQDN}${asset}`);
+    assert.strictEqual(js.code, 200, asset);
+    assert.match(js.headers, /^cache-control: public, max-age=31536000, immutable\r?$/im);
+    assert.match(js.headers, /^x-content-type-options: nosniff\r?$/im);
+    assert.strictEqual((await curl(`https://${LOCAL_FQDN}/assets/app-00000000.js`)).code, 404);
+    assert.deepStrictEqual(JSON.parse((await curl(`https://${LOCAL_FQDN}/api/version`)).body), { version: "v4" });
+    const api = await curl(`https://${LOCAL_FQDN}/api/notes`);
+    assert.deepStrictEqual((JSON.parse(api.body).notes as { body: string }[]).map((n) => n.body), kept, "the API serves the same data");
+    // on the server: one link names the live slot, whose release holds the app and the client
+    const layout = (await onServer("readlink /srv/app/live /srv/app/live/release /srv/app/current; ls /srv/app/live/release/.client")).trim().split("\n");
+    assert.match(layout[0], /^\/srv\/app\/slots\/(blue|green)$/);
+    assert.strictEqual(layout[1], layout[2]);
+    assert.notStrictEqual(layout[2], live);
+    assert.deepStrictEqual(layout.slice(3).sort(), ["assets", "index.html"]);
+
+    // the next release: a client on / and a client of the API, each sees one switch, no failure
+    editApp('VERSION = "v4"', 'VERSION = "v5"');
+    editClient("v4", "v5");
+    let finish!: () => void;
+    const stop = new Promise<void>((r) => (finish = r));
+    const pageLoad = closedLoop(target(), stop, { connections: 1 });
+    const apiLoad = closedLoop({ ...target(), path: "/api/version", marker: (b) => String(JSON.parse(b).version) }, stop, { connections: 1 });
+    let up5: UpResult | undefined;
+    try {
+      up5 = await cloud.up();
+    } finally {
+      finish();
+    }
+    const [pages, apis] = [await pageLoad, await apiLoad];
+    assert.ok(up5);
+    for (const [what, o] of [["/", pages], ["/api/version", apis]] as const) {
+      assert.strictEqual(failures(o).length, 0, `${what}: ${describeFailures(o)}`);
+      assert.deepStrictEqual(markerRuns(o), ["v4", "v5"], what);
+    }
+    measured.push(["requests during the v4 -> v5 release (client and API)", `${pages.length} + ${apis.length} (failed: 0)`]);
+  });
 });

@@ -52,6 +52,18 @@ const OWNERS_SQL = seedVariant("owners.sql", Buffer.concat([fs.readFileSync(SEED
 const GZIPPED = seedVariant("seed.sql.gz", execFileSync("gzip", ["-c", SEED_SQL]));
 const NOT_A_DUMP = seedVariant("notes.txt", Buffer.from("hello\n"));
 const DB = { database: "droplet", volumeSize: 10 };
+/** Client folders: a built one, one that is a client's source, one with node_modules. */
+function clientWith(name: string, files: string[]): string {
+  const dir = path.join(work, name);
+  for (const f of files) {
+    fs.mkdirSync(path.dirname(path.join(dir, f)), { recursive: true });
+    fs.writeFileSync(path.join(dir, f), "x\n");
+  }
+  return dir;
+}
+const CLIENT = clientWith("client-built", ["index.html", "assets/app-0123abcd.js"]);
+const CLIENT_SOURCE = clientWith("client-source", ["src/main.js", "package.json"]);
+const CLIENT_NODE_MODULES = clientWith("client-node-modules", ["index.html", "node_modules/x/index.js"]);
 after(() => fs.rmSync(work, { recursive: true, force: true }));
 
 const HUGE = "a".repeat(160_000);
@@ -198,6 +210,17 @@ const BAD: [string, Record<string, unknown>, string, RegExp][] = [
   ["a seed from PostgreSQL 15 for Debian 11's PostgreSQL 13", { ...DB, image: "debian-11-x64", databaseSeed: SEED_SQL }, "databaseSeed", /made by PostgreSQL 15, newer than the server's PostgreSQL 13/],
   ["backups kept 0 days", { backupKeepDays: 0 }, "backupKeepDays", /at least 1 day/],
   ["a plain seed that sets owners", { ...DB, databaseSeed: OWNERS_SQL }, "databaseSeed", /--no-owner --no-privileges/],
+  // a static front end
+  ["a client folder that does not exist", { clientSource: "client/missing" }, "clientSource", /does not exist; expected a built client with index\.html/],
+  ["a client's source instead of its build", { clientSource: CLIENT_SOURCE }, "clientSource", /has no index\.html; expected a built client/],
+  ["a client folder with node_modules", { clientSource: CLIENT_NODE_MODULES }, "clientSource", /contains node_modules\/, which must not be served/],
+  ["the project as the client", { clientSource: "." }, "clientSource", /is the project folder or contains it/],
+  ["a client inside the app folder", { clientSource: "app/templates" }, "clientSource", /overlap/],
+  ["an API prefix without a client", { apiPrefix: "/api" }, "apiPrefix", /only used with dropstack:clientSource/],
+  ["an API prefix with a trailing slash", { clientSource: CLIENT, apiPrefix: "/api/" }, "apiPrefix", /no trailing \//],
+  ["an API prefix of /", { clientSource: CLIENT, apiPrefix: "/" }, "apiPrefix", /a URL path prefix such as \/api/],
+  ["an API prefix that takes nginx's /static", { clientSource: CLIENT, apiPrefix: "/static" }, "apiPrefix", /overlaps \/static/],
+  ["an API prefix over the ACME challenges", { clientSource: CLIENT, apiPrefix: "/.well-known/acme-challenge" }, "apiPrefix", /overlaps \/\.well-known/],
 ];
 
 describe("config validation", () => {
@@ -221,6 +244,12 @@ describe("config validation", () => {
     }
     assert.strictEqual(load("staging", { ...DB, image: "debian-13-x64" }).postgresMajor, 17);
     assert.strictEqual(load("staging").postgresMajor, undefined);
+  });
+
+  it("accepts a built client, its API under /api unless apiPrefix says otherwise", () => {
+    assert.deepStrictEqual(load("staging", { clientSource: "client" }).client, { dir: path.join(PROJECT_DIR, "client"), apiPrefix: "/api" });
+    assert.deepStrictEqual(load("staging", { clientSource: CLIENT, apiPrefix: "/v1/api" }).client, { dir: CLIENT, apiPrefix: "/v1/api" });
+    assert.strictEqual(load("staging").client, undefined);
   });
 
   it("reports every problem at once", () => {

@@ -132,6 +132,31 @@ describe("what an app change re-runs", () => {
     assert.notStrictEqual(after.outputs.releaseId.value, outBefore);
   });
 
+  it("releases a built client with the app: uploaded beside it, part of the release id, the site handing only /api to the app", async () => {
+    const client = fs.mkdtempSync(path.join(os.tmpdir(), "dropstack-client-"));
+    try {
+      fs.writeFileSync(path.join(client, "index.html"), "<p>v1</p>\n");
+      const without = await runFake({ overrides: { appSource: copy } });
+      const first = await runFake({ overrides: { appSource: copy, clientSource: client } });
+      const upload = byName(first, "app-client-upload");
+      const values = stdinOf(byName(first, "app-release"));
+      assert.strictEqual(values.CLIENT_UPLOAD_DIR, `${values.UPLOAD_DIR}-client`);
+      assert.strictEqual(upload.inputs.remotePath, values.CLIENT_UPLOAD_DIR);
+      assert.strictEqual(stdinOf(byName(without, "app-release")).CLIENT_UPLOAD_DIR, "");
+      assert.notStrictEqual(first.outputs.releaseId.value, without.outputs.releaseId.value);
+      assert.match(stdinOf(byName(first, "site-nginx")).NGINX_SITE, /location \^~ \/api\/ \{/);
+      // a changed client is a new release; provisioning and the site stay as they are
+      fs.writeFileSync(path.join(client, "index.html"), "<p>v2</p>\n");
+      const second = await runFake({ overrides: { appSource: copy, clientSource: client } });
+      const changed = second.resources
+        .filter((res) => JSON.stringify(plain(res.inputs)) !== JSON.stringify(plain(byName(first, res.name).inputs)))
+        .map((res) => res.name).sort();
+      assert.deepStrictEqual(changed, ["app-client-upload", "app-release", "app-upload"]);
+    } finally {
+      fs.rmSync(client, { recursive: true, force: true });
+    }
+  });
+
   it("keeps the app's content and settings out of provisioning triggers and stdin", async () => {
     const r = await runFake({ overrides: { appSource: copy, wsgi: "app:app", env: { MARKER_ENV: "marker-value-1" } } });
     for (const name of ["host-cloud-init", "host-base", "host-reboot", "host-booted", "certificate-certbot", "site-nginx"]) {

@@ -70,7 +70,7 @@ describe("nginx configuration", () => {
     assert.match(text, /return 301 https:\/\/\$host\$request_uri;/);
     assert.doesNotMatch(text, /\{\{|\}\}/);
     assert.doesNotMatch(text, /ssl_stapling/);
-    assert.match(text, /server unix:\/srv\/shop\/current\.sock/);
+    assert.match(text, /server unix:\/srv\/shop\/live\/app\.sock/);
   });
 
   it("sends HSTS only when asked (prod), and common security headers always", () => {
@@ -81,6 +81,25 @@ describe("nginx configuration", () => {
       assert.ok(renderNginxSite(site).includes(`add_header ${h}`), h);
     }
     assert.match(renderNginxSite(site), /server_tokens off;/);
+  });
+
+  it("with a built client: passes nginx -t, and every location with headers of its own repeats the security headers and HSTS", () => {
+    const text = renderNginxSite({ ...site, apiPrefix: "/api" });
+    for (const t of [text, renderNginxSite({ ...site, tls: false, apiPrefix: "/v1/api" })]) {
+      const r = nginxTest({ "site.conf": t }, site.fqdn);
+      assert.ok(r.ok, r.output);
+    }
+    // nginx drops the server's add_header lines in a location that has one of its own
+    const locations = text.split(/\n {4}location /).slice(1).map((l) => l.slice(0, l.indexOf("\n    }"))).filter((l) => l.includes("add_header"));
+    assert.strictEqual(locations.length, 3, "index.html, client routes, hashed assets");
+    for (const l of locations) {
+      for (const h of ["X-Content-Type-Options nosniff", "X-Frame-Options SAMEORIGIN", "Referrer-Policy", "Strict-Transport-Security"]) {
+        assert.ok(l.includes(`add_header ${h}`), `${h} missing in location ${l.slice(0, 60)}`);
+      }
+    }
+    assert.match(text, /location \^~ \/api\/ \{\n\s+proxy_pass http:\/\/dropstack-shop;/);
+    assert.doesNotMatch(renderNginxSite(site), /\.client/, "no client: the app answers at /");
+    assert.throws(() => renderNginxSite({ ...site, apiPrefix: "/api; return 200" }), /not an API prefix/);
   });
 
   it("refuses values that could inject a directive", () => {
