@@ -1,12 +1,14 @@
 // dropstack: a Python WSGI app on a hardened DigitalOcean droplet over HTTPS, one `pulumi up` per stack.
 // This file only reads the stack's config and composes the components; see components/.
+import * as digitalocean from "@pulumi/digitalocean";
 import * as pulumi from "@pulumi/pulumi";
 import { AppRelease } from "./components/release";
 import { Certificate } from "./components/certificate";
-import { loadConfig } from "./components/config";
+import { EgressRule, loadConfig, MANAGED_POSTGRES_PORT } from "./components/config";
 import { DropletDatabase } from "./components/database";
 import { Dns } from "./components/dns";
 import { Firewall } from "./components/firewall";
+import { ManagedDatabase } from "./components/managedDatabase";
 import { HostSetup } from "./components/host";
 import { DeployKey, HostKey } from "./components/keys";
 import { Server } from "./components/server";
@@ -41,7 +43,12 @@ const server = new Server("server", {
   hostPublicKey: hostKey.publicKeyOpenssh,
   protect: cfg.protect,
 });
-new Firewall("firewall", { firewallName: base, dropletId: server.dropletId, sshAllowedCidrs: cfg.sshAllowedCidrs, egress: cfg.egress });
+// A managed database is reached on its port within the droplet's VPC: both firewalls open that, and only that.
+const egress: pulumi.Input<EgressRule[]> = cfg.managed
+  ? digitalocean.getVpcOutput({ id: server.vpcUuid }).ipRange
+    .apply((range): EgressRule[] => [...cfg.egress, { protocol: "tcp", ports: String(MANAGED_POSTGRES_PORT), to: [range] }])
+  : cfg.egress;
+new Firewall("firewall", { firewallName: base, dropletId: server.dropletId, sshAllowedCidrs: cfg.sshAllowedCidrs, egress });
 const dns = new Dns("dns", {
   domain: cfg.domain,
   host: cfg.host,
@@ -66,7 +73,7 @@ const host = new HostSetup("host", {
   deployPublicKey: deployKey.publicKeyOpenssh,
   adminSshKeys: cfg.adminSshKeys,
   sshAllowedCidrs: cfg.sshAllowedCidrs,
-  egress: cfg.egress,
+  egress,
   aptPackages: cfg.aptPackages,
 });
 const certificate = cfg.tls
@@ -97,7 +104,7 @@ const volume = cfg.volumeSize === undefined ? undefined : new DataVolume("data",
   sizeGib: cfg.volumeSize,
   protect: cfg.protect,
 }, { dependsOn: [host] });
-const database = cfg.database === "droplet" && volume && cfg.postgresMajor !== undefined
+const dropletDatabase = cfg.database === "droplet" && volume && cfg.postgresMajor !== undefined
   ? new DropletDatabase("database", {
     ...onServer,
     name: cfg.appName,
@@ -108,6 +115,20 @@ const database = cfg.database === "droplet" && volume && cfg.postgresMajor !== u
     backupKeepDays: cfg.backupKeepDays,
   }, { dependsOn: [volume] })
   : undefined;
+const managedDatabase = cfg.managed
+  ? new ManagedDatabase("managed-db", {
+    ...onServer,
+    name: cfg.appName,
+    clusterName: `${base}-db`.toLowerCase().replace(/[^a-z0-9-]/g, "-").slice(0, 63),
+    region: cfg.region,
+    vpcUuid: server.vpcUuid,
+    ...cfg.managed,
+    protect: cfg.protect,
+    seed: cfg.seed,
+    deployUser: cfg.deployUser,
+  }, { dependsOn: [host] })
+  : undefined;
+const database = dropletDatabase ?? managedDatabase;
 const release = new AppRelease("app", {
   ...onServer,
   app: cfg.appName,

@@ -218,7 +218,13 @@ function caBundleProblem(bundle: string): string | undefined {
 }
 
 /** Where the database can run. */
-export const DATABASE_MODES = ["none", "droplet"] as const;
+export const DATABASE_MODES = ["none", "droplet", "managed"] as const;
+
+/** PostgreSQL major versions DigitalOcean's managed clusters offer. */
+export const MANAGED_POSTGRES_VERSIONS = ["13", "14", "15", "16", "17"] as const;
+
+/** The port of every DigitalOcean managed PostgreSQL cluster (public and private). */
+export const MANAGED_POSTGRES_PORT = 25060;
 
 /**
  * The PostgreSQL major version Debian ships in each image's release: what `database: droplet`
@@ -342,8 +348,23 @@ export const schema = z.object({
    */
   volumeSize: z.number({ invalid_type_error: "expected a size in GiB, e.g. 10" })
     .int("expected a whole number of GiB, e.g. 10").min(1, "expected at least 1 GiB, e.g. 10").max(16384, "expected at most 16384 GiB (DigitalOcean's largest volume), e.g. 10").optional(),
-  /** Where the app's PostgreSQL runs: "none", or "droplet" (Debian's PostgreSQL on the droplet, its data on the volume, DATABASE_URL given to the app). */
+  /**
+   * Where the app's PostgreSQL runs: "none"; "droplet" (Debian's PostgreSQL on the droplet, its
+   * data on the volume); or "managed" (a DigitalOcean Managed PostgreSQL cluster in the droplet's
+   * VPC that trusts only the droplet). The app gets DATABASE_URL either way.
+   */
   database: z.enum(DATABASE_MODES, { errorMap: () => ({ message: `expected one of ${DATABASE_MODES.map((m) => `"${m}"`).join(", ")}, e.g. "droplet"` }) }).default("none"),
+  /** With database "managed": the cluster's PostgreSQL major version. */
+  databaseVersion: z.union([z.number(), z.string()], { errorMap: () => ({ message: `expected a PostgreSQL major version DigitalOcean offers (${MANAGED_POSTGRES_VERSIONS.join(", ")}), e.g. "16"` }) })
+    // `pulumi config set dropstack:databaseVersion 16` stores text that reads as a number
+    .transform(String)
+    .refine((v) => (MANAGED_POSTGRES_VERSIONS as readonly string[]).includes(v), { message: `expected a PostgreSQL major version DigitalOcean offers (${MANAGED_POSTGRES_VERSIONS.join(", ")}), e.g. "16"` })
+    .optional(),
+  /** With database "managed": the cluster's size slug. */
+  databaseSize: str(/^db-[a-z0-9]+(?:-[a-z0-9]+)+$/, "a DigitalOcean database size slug", '"db-s-1vcpu-1gb"').optional(),
+  /** With database "managed": the cluster's nodes (1 primary, up to 2 standbys). */
+  databaseNodes: z.number({ invalid_type_error: "expected 1, 2 or 3 nodes, e.g. 1" })
+    .int("expected 1, 2 or 3 nodes, e.g. 1").min(1, "expected 1, 2 or 3 nodes, e.g. 1").max(3, "expected 1, 2 or 3 nodes, e.g. 1").optional(),
   /** A pg_dump file (custom format or plain SQL), relative to the project, restored once into the empty database before the first release. */
   databaseSeed: text((v) => v.length > 0 && !v.includes("\0"), "a pg_dump file's path, relative to the project", '"db/seed.dump"', 4096).optional(),
   /**
@@ -378,8 +399,10 @@ export interface StackConfig extends Settings {
   secretSteps: SecretStep[];
   /** Things worth a warning that do not stop the update (pulumi up prints them). */
   warnings: string[];
-  /** With database "droplet": the PostgreSQL major version the image's release ships. */
+  /** With a database: the server's PostgreSQL major version (droplet: the image's release; managed: databaseVersion). */
   postgresMajor?: number;
+  /** With database "managed": the cluster's settings, defaults filled in. */
+  managed?: { version: string; size: string; nodes: number };
   /** The seed dump, resolved: its absolute path and format. */
   seed?: { file: string; format: "custom" | "plain" };
   /** With clientSource: the client folder's absolute path and the prefix the app answers under. */
@@ -575,25 +598,34 @@ function clientChecks(s: Settings, projectDir: string): { problems: string[]; cl
   return problems.length ? { problems } : { problems, client: { dir, apiPrefix } };
 }
 
+/** The managed cluster's settings when the stack leaves them unset: DigitalOcean's smallest single-node cluster. */
+export const DEFAULT_MANAGED = { version: "16", size: "db-s-1vcpu-1gb", nodes: 1 } as const;
+
 /** The database, its volume and its seed fit together; a seed dump the server could not restore is refused now. */
 function dataChecks(s: Settings, projectDir: string): { problems: string[]; seed?: StackConfig["seed"] } {
   const key = (k: string) => `${NAMESPACE}:${k}`;
   const problems: string[] = [];
-  if (s.database === "droplet") {
-    if (s.volumeSize === undefined) {
-      problems.push(`${key("volumeSize")}: required when ${key("database")} is "droplet" (PostgreSQL keeps its data on the volume, which outlives the droplet), e.g. 10`);
+  if (s.database === "droplet" && s.volumeSize === undefined) {
+    problems.push(`${key("volumeSize")}: required when ${key("database")} is "droplet" (PostgreSQL keeps its data on the volume, which outlives the droplet), e.g. 10`);
+  }
+  if (s.database !== "managed") {
+    for (const k of ["databaseVersion", "databaseSize", "databaseNodes"] as const) {
+      if (s[k] !== undefined) problems.push(`${key(k)}: only used with ${key("database")} "managed" (it sizes the managed cluster); set ${key("database")} to "managed", or remove ${key(k)}`);
     }
+  }
+  if (s.database !== "none") {
+    // the droplet's own PostgreSQL (droplet) or its client tools (managed: seeds) come from the image's release
     if (!(s.image in POSTGRES_MAJOR_BY_IMAGE)) {
-      problems.push(`${key("image")}: ${JSON.stringify(s.image)} has no known PostgreSQL release for ${key("database")} "droplet" (known: ${Object.keys(POSTGRES_MAJOR_BY_IMAGE).join(", ")}), e.g. "debian-12-x64"`);
+      problems.push(`${key("image")}: ${JSON.stringify(s.image)} has no known PostgreSQL release for ${key("database")} ${JSON.stringify(s.database)} (known: ${Object.keys(POSTGRES_MAJOR_BY_IMAGE).join(", ")}), e.g. "debian-12-x64"`);
     }
     const given = ["env", "secretEnv"].filter((k) => "DATABASE_URL" in s[k as "env" | "secretEnv"]);
     if (given.length) {
-      problems.push(`${key(given[0])}: DATABASE_URL is set, but with ${key("database")} "droplet" dropstack gives the app its own DATABASE_URL (a generated password, kept secret); remove it from ${given.map(key).join(" and ")}`);
+      problems.push(`${key(given[0])}: DATABASE_URL is set, but with ${key("database")} ${JSON.stringify(s.database)} dropstack gives the app its own DATABASE_URL (a generated password, kept secret); remove it from ${given.map(key).join(" and ")}`);
     }
   }
   if (s.databaseSeed === undefined) return { problems };
   if (s.database === "none") {
-    problems.push(`${key("databaseSeed")}: there is no database to restore it into; set ${key("database")} to "droplet", e.g. pulumi config set ${key("database")} droplet`);
+    problems.push(`${key("databaseSeed")}: there is no database to restore it into; set ${key("database")} to "droplet" or "managed", e.g. pulumi config set ${key("database")} droplet`);
     return { problems };
   }
   const file = path.resolve(projectDir, s.databaseSeed);
@@ -608,10 +640,15 @@ function dataChecks(s: Settings, projectDir: string): { problems: string[]; seed
     problems.push(`${key("databaseSeed")}: ${JSON.stringify(s.databaseSeed)} cannot be restored: ${(e as Error).message}`);
     return { problems };
   }
-  const server = POSTGRES_MAJOR_BY_IMAGE[s.image];
+  // The droplet's own tools restore the seed: they read dumps of their major version and older,
+  // and the server takes what its own major version can.
+  const tools = POSTGRES_MAJOR_BY_IMAGE[s.image];
+  const server = s.database === "managed" ? Number(s.databaseVersion ?? DEFAULT_MANAGED.version) : tools;
+  const limit = Math.min(tools ?? Infinity, server ?? Infinity);
   const made = Math.max(info.serverMajor ?? 0, info.format === "plain" ? info.dumpMajor ?? 0 : 0);
-  if (server !== undefined && made > server) {
-    problems.push(`${key("databaseSeed")}: ${JSON.stringify(s.databaseSeed)} was made by PostgreSQL ${made}, newer than the server's PostgreSQL ${server} (${s.image}); dump it again with pg_dump ${server} (e.g. pg_dump -Fc from a PostgreSQL ${server} client), or use an image whose PostgreSQL is ${made} or newer`);
+  if (Number.isFinite(limit) && made > limit) {
+    const which = limit === server ? `the server's PostgreSQL ${server}` : `the droplet's PostgreSQL ${tools} tools (${s.image}), which restore it`;
+    problems.push(`${key("databaseSeed")}: ${JSON.stringify(s.databaseSeed)} was made by PostgreSQL ${made}, newer than ${which}; dump it again with pg_dump ${limit} (e.g. pg_dump -Fc from a PostgreSQL ${limit} client), or use an image whose PostgreSQL is ${made} or newer`);
   }
   if (info.namesRoles) {
     problems.push(`${key("databaseSeed")}: ${JSON.stringify(s.databaseSeed)} is plain SQL that sets owners or privileges of roles the server does not have (ALTER ... OWNER TO, GRANT); dump it with pg_dump --no-owner --no-privileges, or in the custom format (pg_dump -Fc), e.g. pg_dump -Fc -f db/seed.dump mydb`);
@@ -687,7 +724,10 @@ export function parseSettings(raw: Record<string, unknown>, projectDir: string, 
     hasStatic: fs.existsSync(path.join(appDir, "static")),
     secretSteps: secret.steps,
     warnings: [...(ctx.warnings ?? []), ...secret.warnings],
-    postgresMajor: s.database === "droplet" ? POSTGRES_MAJOR_BY_IMAGE[s.image] : undefined,
+    postgresMajor: s.database === "droplet" ? POSTGRES_MAJOR_BY_IMAGE[s.image] : s.database === "managed" ? Number(s.databaseVersion ?? DEFAULT_MANAGED.version) : undefined,
+    managed: s.database === "managed"
+      ? { version: s.databaseVersion ?? DEFAULT_MANAGED.version, size: s.databaseSize ?? DEFAULT_MANAGED.size, nodes: s.databaseNodes ?? DEFAULT_MANAGED.nodes }
+      : undefined,
     seed: data.seed,
     client: client.client,
   };

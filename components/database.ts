@@ -45,7 +45,7 @@ export class DropletDatabase extends pulumi.ComponentResource {
     const db = databaseName(args.name);
     const password = new random.RandomPassword(`${name}-password`, { length: 40, special: false }, { parent: this });
     const server = this.install(name, args, db, password.result, opts?.dependsOn);
-    this.ready = args.seed ? this.restoreSeed(name, args, args.seed, db, server) : server;
+    this.ready = args.seed ? restoreSeed(this, name, { ...args, seed: args.seed, db }, server) : server;
     this.url = pulumi.secret(pulumi.interpolate`postgresql://${db}:${password.result}@/${db}?host=/var/run/postgresql`);
     this.registerOutputs({ url: this.url });
   }
@@ -68,21 +68,37 @@ export class DropletDatabase extends pulumi.ComponentResource {
       triggers: [args.dropletId],
     }, { parent: this, dependsOn: after });
   }
+}
 
-  private restoreSeed(name: string, args: DropletDatabaseArgs, seed: { file: string; format: string }, db: string, after: pulumi.Resource): command.remote.Command {
-    const hash = contentHash(fs.readFileSync(seed.file).toString("base64")).slice(0, 16);
-    const remotePath = `/home/${args.deployUser}/dropstack-seed-${hash}`;
-    const upload = new command.remote.CopyToRemote(`${name}-seed-upload`, {
-      connection: args.connection,
-      source: new pulumi.asset.FileAsset(seed.file),
-      remotePath,
-      triggers: [hash, args.dropletId],
-    }, { parent: this, dependsOn: [after] });
-    return remoteStep(`${name}-seed`, {
-      connection: args.connection,
-      script: "database-seed",
-      values: { DB_NAME: db, DB_USER: db, SEED_FILE: remotePath, SEED_FORMAT: seed.format },
-      triggers: [hash, args.dropletId],
-    }, { parent: this, dependsOn: [upload] });
-  }
+/** Where a seed goes: the database and role, and for a server elsewhere (managed) how the droplet reaches it as that role. */
+export interface SeedTarget extends OnServerArgs {
+  seed: { file: string; format: string };
+  /** Database and role name. */
+  db: string;
+  /** Deploy user: the dump is uploaded into its home. */
+  deployUser: string;
+  /** A server other than the droplet's own: its host, port and the role's password (secret). */
+  server?: { host: pulumi.Input<string>; port: pulumi.Input<string>; password: pulumi.Input<string> };
+}
+
+/** Uploads the seed dump and restores it once into the empty database (remote/database-seed.sh). */
+export function restoreSeed(parent: pulumi.Resource, name: string, t: SeedTarget, after: pulumi.Resource): command.remote.Command {
+  const hash = contentHash(fs.readFileSync(t.seed.file).toString("base64")).slice(0, 16);
+  const remotePath = `/home/${t.deployUser}/dropstack-seed-${hash}`;
+  const upload = new command.remote.CopyToRemote(`${name}-seed-upload`, {
+    connection: t.connection,
+    source: new pulumi.asset.FileAsset(t.seed.file),
+    remotePath,
+    triggers: [hash, t.dropletId],
+  }, { parent, dependsOn: [after] });
+  return remoteStep(`${name}-seed`, {
+    connection: t.connection,
+    script: "database-seed",
+    secret: t.server !== undefined,
+    values: {
+      DB_NAME: t.db, DB_USER: t.db, SEED_FILE: remotePath, SEED_FORMAT: t.seed.format,
+      DB_HOST: t.server?.host ?? "", DB_PORT: t.server?.port ?? "", DB_PASSWORD: t.server?.password ?? "",
+    },
+    triggers: [hash, t.dropletId],
+  }, { parent, dependsOn: [upload] });
 }

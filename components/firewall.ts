@@ -14,8 +14,8 @@ export interface FirewallArgs {
   dropletId: pulumi.Input<string>;
   /** Networks that may reach SSH. No default: allow-all must be written out. @example ["203.0.113.0/24"] */
   sshAllowedCidrs: string[];
-  /** Extra outbound rules beyond DNS, HTTP/HTTPS and NTP. Default: none. @example [{ protocol: "tcp", ports: "25060", to: ["10.114.0.0/20"] }] */
-  egress?: EgressRule[];
+  /** Extra outbound rules beyond DNS, HTTP/HTTPS and NTP (a managed database's adds its port within the VPC). Default: none. @example [{ protocol: "tcp", ports: "25060", to: ["10.114.0.0/20"] }] */
+  egress?: pulumi.Input<EgressRule[]>;
 }
 
 /** Inbound rules: SSH from the configured networks, HTTP and HTTPS from anywhere, ICMP. */
@@ -52,7 +52,7 @@ export class Firewall extends pulumi.ComponentResource {
       name: args.firewallName,
       dropletIds: [pulumi.output(args.dropletId).apply((id) => Number(id))],
       inboundRules: inboundRules(args.sshAllowedCidrs),
-      outboundRules: outboundRules(args.egress),
+      outboundRules: pulumi.output(args.egress ?? []).apply((e) => outboundRules(e)),
     }, { parent: this });
     this.firewallId = fw.id;
     this.registerOutputs({ firewallId: this.firewallId });

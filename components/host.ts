@@ -16,7 +16,7 @@ export interface HostSetupArgs extends OnServerArgs {
   /** Networks that may reach SSH (host firewall; the cloud firewall has the same). */
   sshAllowedCidrs: string[];
   /** Extra outbound rules for the host firewall (the cloud firewall has the same); unset: none. @example [{ protocol: "tcp", ports: "25060", to: ["10.114.0.0/20"] }] */
-  egress?: EgressRule[];
+  egress?: pulumi.Input<EgressRule[]>;
   /** Extra Debian packages. @example ["python3-flask", "libpq5"] */
   aptPackages: string[];
   /** How long to wait for cloud-init on a new droplet, in seconds. @default 900 */
@@ -81,7 +81,7 @@ export class HostSetup extends pulumi.ComponentResource {
         SWITCH_SCRIPT: renderSwitchScript(),
         SSHD_CONFIG: renderSshdConfig({ deployUser: args.deployUser }),
         AUTO_UPGRADES: renderAutoUpgrades(),
-        NFTABLES: renderNftables({ sshAllowedCidrs: args.sshAllowedCidrs, egress: args.egress }),
+        NFTABLES: pulumi.output(args.egress ?? []).apply((egress) => renderNftables({ sshAllowedCidrs: args.sshAllowedCidrs, egress })),
         SYSCTL: hardening.sysctl,
         MODPROBE: hardening.modprobe,
         NEEDRESTART: hardening.needrestart,

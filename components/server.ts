@@ -45,6 +45,8 @@ export class Server extends pulumi.ComponentResource {
   readonly ipv4Address: pulumi.Output<string>;
   /** Public IPv6 address ("" when IPv6 is off). */
   readonly ipv6Address: pulumi.Output<string>;
+  /** The VPC the droplet is in (the region's default unless set): a managed database joins it. */
+  readonly vpcUuid: pulumi.Output<string>;
   /** The droplet resource (for firewall and DNS). */
   readonly droplet: digitalocean.Droplet;
 
@@ -54,6 +56,7 @@ export class Server extends pulumi.ComponentResource {
     this.dropletId = this.droplet.id;
     this.ipv4Address = this.droplet.ipv4Address;
     this.ipv6Address = this.droplet.ipv6Address.apply((a) => a ?? "");
+    this.vpcUuid = this.droplet.vpcUuid;
     this.registerOutputs({ dropletId: this.dropletId, ipv4Address: this.ipv4Address, ipv6Address: this.ipv6Address });
   }
 

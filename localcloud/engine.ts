@@ -7,6 +7,10 @@
 //   - Volume / VolumeAttachment: a disk file (ext4 when asked), plugged into the droplet's VM as
 //     the SCSI disk DigitalOcean presents (scsi-0DO_Volume_<name>); it outlives the droplet.
 //   - random RandomPassword: a real random password.
+//   - DatabaseCluster / DatabaseDb / DatabaseUser / DatabaseFirewall (managed PostgreSQL): a real
+//     PostgreSQL server on this host with TLS and passwords, reached from the VMs at its private
+//     address; its firewall's trusted sources are the only entries in pg_hba (managedPostgres.ts).
+//   - getVpc: every droplet is in one VPC, qemu's user network.
 //   - remote Command / CopyToRemote: executed over SSH with the given connection, stdin and
 //     environment (sent as SSH env requests, as the provider does); a non-zero exit fails the
 //     resource with its stderr.
@@ -17,6 +21,7 @@ import * as crypto from "crypto";
 import * as fs from "fs";
 import * as path from "path";
 import * as pulumi from "@pulumi/pulumi";
+import { MANAGED_POSTGRES_PORT } from "../components/config";
 import { folderHash } from "../components/shell";
 import { runProgram, RunResult } from "./program";
 import { Pebble } from "./acme";
@@ -25,8 +30,19 @@ import { sftpWriteDir, sshExec, SshConnection, waitForSshLogin } from "./ssh";
 import { run } from "./util";
 import { attachVolume, bootVm, detachVolume, freeLoopbackAddress, resizeVolume, resumeVm, Vm } from "./vm";
 import { createVolumeFile, growVolumeFile, randomPassword, volumeFile, volumeNode } from "./volumes";
+import * as managedPg from "./managedPostgres";
 
 type Inputs = Record<string, unknown>;
+
+const CLUSTER = "digitalocean:index/databaseCluster:DatabaseCluster";
+/** The one VPC of the local cloud (qemu's user network). */
+const LOCAL_VPC_ID = "local-vpc";
+
+/** A managed cluster's record, from its resource's outputs. */
+function clusterOf(r: { outputs: Inputs }): managedPg.ClusterRecord {
+  return { dataDir: String(r.outputs.dataDir), version: String(r.outputs.version), adminPassword: String(r.outputs.password) };
+}
+
 
 interface StoredResource {
   type: string;
@@ -173,8 +189,12 @@ export class LocalCloud {
     this.save();
   }
 
-  /** Data sources: the account's DNS zones. */
+  /** Data sources: the account's DNS zones, and the droplets' VPC. */
   private async invoke(args: pulumi.runtime.MockCallArgs): Promise<Record<string, unknown>> {
+    if (args.token === "digitalocean:index/getVpc:getVpc") {
+      if (args.inputs.id !== LOCAL_VPC_ID) throw new Error(`local cloud: VPC ${String(args.inputs.id)} does not exist (the local droplets are in ${LOCAL_VPC_ID})`);
+      return { id: LOCAL_VPC_ID, name: "local", region: this.opts.config["dropstack:region"] ?? "fra1", default: true, ...managedPg.LOCAL_VPC, urn: `do:vpc:${LOCAL_VPC_ID}` };
+    }
     if (args.token !== "digitalocean:index/getDomains:getDomains") throw new Error(`local cloud: no stand-in for invoke ${args.token}`);
     const managed = this.opts.managedDomains ?? [this.opts.config["dropstack:domain"]];
     const wanted = ((args.inputs.filters as { values: string[] }[] | undefined) ?? []).flatMap((f) => f.values);
@@ -195,6 +215,7 @@ export class LocalCloud {
   /** Leaves VMs running after this process exits (for `npm run local -- up`). */
   detachVms(): void {
     for (const vm of this.vms.values()) vm.detach();
+    for (const r of Object.values(this.state.resources)) if (r.type === CLUSTER) managedPg.detachCluster(clusterOf(r));
   }
 
   private async previewResource(args: pulumi.runtime.MockResourceArgs): Promise<{ id: string; state: Inputs }> {
@@ -255,6 +276,7 @@ export class LocalCloud {
     if (type === "digitalocean:index/droplet:Droplet") await this.ensureRunning(stored.id);
     if (type === "digitalocean:index/dnsRecord:DnsRecord") await this.applyDns(inputs);
     if (type === "digitalocean:index/sshKey:SshKey") this.sshKeys.set(String(stored.outputs.fingerprint), String(inputs.publicKey));
+    if (type === CLUSTER) await managedPg.ensureClusterRunning(clusterOf(stored), (m) => this.log(m));
   }
 
   private async perform(type: string, name: string, inputs: Inputs, op: StepRecord["op"], stored?: StoredResource): Promise<{ id: string; outputs: Inputs }> {
@@ -267,7 +289,7 @@ export class LocalCloud {
         return { id: String(parseInt(fp.replace(/:/g, "").slice(0, 7), 16)), outputs: { ...inputs, fingerprint: fp } };
       }
       case "digitalocean:index/droplet:Droplet":
-        if (op === "update" && stored) return { id: stored.id, outputs: { ...stored.outputs, ...inputs } };
+        if (op === "update" && stored) return { id: stored.id, outputs: { vpcUuid: LOCAL_VPC_ID, ...stored.outputs, ...inputs } };
         return this.createDroplet(inputs);
       case "digitalocean:index/firewall:Firewall":
         this.checkFirewall(inputs);
@@ -284,6 +306,18 @@ export class LocalCloud {
         return this.applyVolume(inputs, stored);
       case "digitalocean:index/volumeAttachment:VolumeAttachment":
         return this.attachVolume(name, inputs, stored);
+      case CLUSTER:
+        return this.applyCluster(name, inputs, stored);
+      case "digitalocean:index/databaseDb:DatabaseDb":
+        await managedPg.createDatabase(this.cluster(inputs.clusterId), String(inputs.name));
+        return { id: `${String(inputs.clusterId)}/database/${String(inputs.name)}`, outputs: { ...inputs } };
+      case "digitalocean:index/databaseUser:DatabaseUser": {
+        const password = await managedPg.createUser(this.cluster(inputs.clusterId), String(inputs.name));
+        return { id: `${String(inputs.clusterId)}/user/${String(inputs.name)}`, outputs: { ...inputs, password, role: "normal" } };
+      }
+      case "digitalocean:index/databaseFirewall:DatabaseFirewall":
+        await managedPg.setTrustedSources(this.cluster(inputs.clusterId), this.trustedSources(inputs));
+        return { id: String(inputs.clusterId), outputs: { ...inputs } };
       case "random:index/randomPassword:RandomPassword":
         return { id: stored?.id ?? `pw-${sha(name + Date.now()).slice(0, 8)}`, outputs: { ...inputs, result: randomPassword(inputs) } };
       default:
@@ -333,7 +367,48 @@ export class LocalCloud {
     const id = String(100000000 + (parseInt(sha(vm.dir + Date.now()).slice(0, 6), 16)));
     this.vms.set(id, vm);
     this.state.vms[id] = { dropletId: id, pid: vm.pid, dir: vm.dir, address };
-    return { id, outputs: { ...inputs, ipv4Address: address, ipv4AddressPrivate: "10.0.2.15", ipv6Address: undefined, status: "active", urn: `do:droplet:${id}` } };
+    return { id, outputs: { ...inputs, ipv4Address: address, ipv4AddressPrivate: "10.0.2.15", ipv6Address: undefined, status: "active", vpcUuid: LOCAL_VPC_ID, urn: `do:droplet:${id}` } };
+  }
+
+  /** A managed cluster: a PostgreSQL server of the asked major version on this host; it changes in place only in what the local cloud does not simulate (size, nodes). */
+  private async applyCluster(name: string, inputs: Inputs, stored?: StoredResource): Promise<{ id: string; outputs: Inputs }> {
+    if (inputs.engine !== "pg") throw new Error(`local cloud: database engine ${String(inputs.engine)} is not simulated (pg is)`);
+    if (inputs.privateNetworkUuid !== LOCAL_VPC_ID) throw new Error(`local cloud: cluster ${String(inputs.name)} is in VPC ${String(inputs.privateNetworkUuid)}; the droplets are in ${LOCAL_VPC_ID}`);
+    if (stored && String(stored.outputs.version) === String(inputs.version)) return { id: stored.id, outputs: { ...stored.outputs, ...inputs } };
+    if (stored) throw new Error(`local cloud: changing a cluster's version (${String(stored.outputs.version)} to ${String(inputs.version)}) is not simulated`);
+    const key = `${sha(path.resolve(this.opts.stateDir)).slice(0, 10)}-${String(inputs.name)}`;
+    const c = await managedPg.createCluster(key, String(inputs.version), (m) => this.log(m));
+    const id = crypto.randomUUID();
+    const port = MANAGED_POSTGRES_PORT;
+    const uri = (host: string) => `postgresql://doadmin:${c.adminPassword}@${host}:${port}/defaultdb?sslmode=require`;
+    this.log(`    cluster ${name}: ${managedPg.PRIVATE_HOST}:${port} from the droplets`);
+    return {
+      id,
+      outputs: {
+        ...inputs, host: "127.0.0.1", privateHost: managedPg.PRIVATE_HOST, port, user: "doadmin", password: c.adminPassword, database: "defaultdb",
+        uri: uri("127.0.0.1"), privateUri: uri(managedPg.PRIVATE_HOST), dataDir: c.dataDir, urn: `do:dbaas:${id}`,
+      },
+    };
+  }
+
+  /** The cluster a database resource names (by id), from the state. */
+  private cluster(clusterId: unknown): managedPg.ClusterRecord {
+    const r = Object.values(this.state.resources).find((x) => x.type === CLUSTER && x.id === String(clusterId));
+    if (!r) throw new Error(`local cloud: database cluster ${String(clusterId)} does not exist`);
+    return clusterOf(r);
+  }
+
+  /** A database firewall's rules as networks the server sees: a droplet is its VM's own loopback address (qemu forwards from it). */
+  private trustedSources(inputs: Inputs): string[] {
+    return ((inputs.rules as { type: string; value: string }[] | undefined) ?? []).map((rule) => {
+      if (rule.type === "droplet") {
+        const vm = this.state.vms[String(rule.value)];
+        if (!vm) throw new Error(`local cloud: database firewall trusts droplet ${rule.value}, which does not exist`);
+        return `${vm.address}/32`;
+      }
+      if (rule.type === "ip_addr") return rule.value.includes("/") ? rule.value : `${rule.value}/32`;
+      throw new Error(`local cloud: database firewall rule type ${rule.type} is not simulated (droplet and ip_addr are)`);
+    });
   }
 
   private checkFirewall(inputs: Inputs): void {
@@ -475,6 +550,17 @@ export class LocalCloud {
       }
       fs.rmSync(volumeFile(this.opts.stateDir, String(stored.outputs.name)), { force: true });
     }
+    const clusterGone = (id: unknown) => !Object.values(this.state.resources).some((x) => x.type === CLUSTER && x.id === String(id));
+    if (stored.type === "digitalocean:index/databaseFirewall:DatabaseFirewall" && !clusterGone(stored.outputs.clusterId)) {
+      await managedPg.setTrustedSources(this.cluster(stored.outputs.clusterId), []);
+    }
+    if (stored.type === "digitalocean:index/databaseUser:DatabaseUser" && !clusterGone(stored.outputs.clusterId)) {
+      await managedPg.dropUser(this.cluster(stored.outputs.clusterId), String(stored.outputs.name));
+    }
+    if (stored.type === "digitalocean:index/databaseDb:DatabaseDb" && !clusterGone(stored.outputs.clusterId)) {
+      await managedPg.dropDatabase(this.cluster(stored.outputs.clusterId), String(stored.outputs.name));
+    }
+    if (stored.type === CLUSTER) await managedPg.deleteCluster(clusterOf(stored));
     if (stored.type === "digitalocean:index/droplet:Droplet") {
       const vm = this.state.vms[stored.id];
       if (vm) await this.stopVm(vm);

@@ -19,6 +19,8 @@ import { stringify } from "yaml";
 import { ensureImage } from "./image";
 import { isRunning, killRegistered, registerProcess, stopProcess, unregisterProcess } from "./processes";
 import { canBind, Logger, noLog, run, tailFile, waitUntil } from "./util";
+import { MANAGED_POSTGRES_PORT } from "../components/config";
+import { PRIVATE_HOST } from "./managedPostgres";
 
 export interface BootVmOptions {
   /** Names the VM's directory under workDir (and its instance-id). */
@@ -297,6 +299,10 @@ async function writeSeed(dir: string, opts: BootVmOptions): Promise<void> {
 async function startQemu(dir: string, image: { kernel: string; initrd: string }, opts: VmRecord): Promise<number> {
   const a = opts.address;
   const forwards = FORWARDED_PORTS.map((p) => `hostfwd=tcp:${a}:${p}-:${p}`).join(",");
+  // The managed database's private address: each connection is carried to this host's loopback
+  // from the VM's own address (socat, started per connection), so the server can tell the
+  // droplets apart (managedPostgres.ts). Commas inside an option value are doubled for qemu.
+  const managedDb = `guestfwd=tcp:${PRIVATE_HOST}:${MANAGED_POSTGRES_PORT}-cmd:socat - TCP:127.0.0.1:${MANAGED_POSTGRES_PORT},,bind=${a}`;
   const pidFile = path.join(dir, "qemu.pid");
   const args = [
     ...["-name", opts.name, "-accel", "tcg", "-cpu", QEMU_CPU, "-machine", "q35"],
@@ -305,7 +311,7 @@ async function startQemu(dir: string, image: { kernel: string; initrd: string },
     ...["-append", "root=/dev/vda rw console=ttyS0 net.ifnames=0"],
     ...["-drive", `file=${overlayPath(dir)},if=virtio,format=qcow2`],
     ...["-drive", `file=${path.join(dir, "seed.img")},if=virtio,format=raw,readonly=on`],
-    ...["-netdev", `user,id=n0,ipv6=off,${forwards}`, "-device", "virtio-net-pci,netdev=n0"],
+    ...["-netdev", `user,id=n0,ipv6=off,${forwards},${managedDb}`, "-device", "virtio-net-pci,netdev=n0"],
     ...["-device", "virtio-rng-pci"],
     // the SCSI controller volumes are plugged into (also while the VM runs)
     ...["-device", "virtio-scsi-pci,id=scsi0"],

@@ -9,6 +9,7 @@ const DROPLET = "digitalocean:index/droplet:Droplet";
 const VOLUME = "digitalocean:index/volume:Volume";
 const FIREWALL = "digitalocean:index/firewall:Firewall";
 const DATABASE_FIREWALL = "digitalocean:index/databaseFirewall:DatabaseFirewall";
+const DATABASE_CLUSTER = "digitalocean:index/databaseCluster:DatabaseCluster";
 const LOAD_BALANCER = "digitalocean:index/loadBalancer:LoadBalancer";
 const COMMAND = "command:remote:Command";
 
@@ -35,8 +36,8 @@ function stepValues(props: Record<string, unknown>): Record<string, string> | un
 }
 
 export const policies: ResourceValidationPolicy[] = [
-  policy("dropstack-prod-protect", "Production droplets and volumes are protected: a replaced droplet or a deleted volume is a lost disk.", (args, report) => {
-    if (![DROPLET, VOLUME].includes(args.type) || !isProd(args)) return;
+  policy("dropstack-prod-protect", "Production droplets, volumes and database clusters are protected: a replaced droplet or a deleted volume or cluster is lost data.", (args, report) => {
+    if (![DROPLET, VOLUME, DATABASE_CLUSTER].includes(args.type) || !isProd(args)) return;
     if (!args.opts.protect) report(`${args.name} has no protect on stack ${stackOf(args.urn)}: set dropstack:protect to true (pulumi config set dropstack:protect true)`);
   }, prodSchema),
 

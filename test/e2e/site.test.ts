@@ -561,6 +561,47 @@ describe("end to end on the local cloud", function () {
     assert.deepStrictEqual(await notes(), ["seeded note one", "seeded note two", ...written]);
   });
 
+  /** The managed database as the local cloud runs it: Debian's PostgreSQL 15 on this host. */
+  const MANAGED = { database: "managed", databaseVersion: "15" };
+
+  it("moves the app to managed PostgreSQL (a server on this host): the seed restored there, TLS, only the droplet trusted, the password in no log", async () => {
+    cloud.configure(e2eConfig({ keepReleases: 2, ...MANAGED }));
+    const t = Date.now();
+    const up = await cloud.up();
+    measured.push(["up that moves the app to a managed database", `${((Date.now() - t) / 1000).toFixed(1)} s`]);
+    const op = (name: string) => up.steps.find((x) => x.name === name)?.op;
+    assert.strictEqual(op("server-droplet"), "same", "the droplet is not replaced");
+    assert.strictEqual(op("managed-db-cluster"), "create");
+    // a new, empty database: the seed is restored into it once, the release command migrates it
+    assert.deepStrictEqual(await notes(), ["seeded note one", "seeded note two"]);
+    await addNote("written to the managed database");
+    assert.deepStrictEqual(await notes(), ["seeded note one", "seeded note two", "written to the managed database"]);
+    const url = JSON.parse(await onServer("sudo cat /srv/app/shared/env.json")).DATABASE_URL as string;
+    const m = /^postgresql:\/\/app:([A-Za-z0-9_-]{20,})@10\.0\.2\.100:25060\/app\?sslmode=require$/.exec(url);
+    assert.ok(m, "DATABASE_URL is postgresql://app:<password>@<private host>:25060/app?sslmode=require");
+    const password = m[1];
+    // from the droplet, as the app connects: over TLS (libpq's settings from the URL, the password in its environment)
+    const ssl = await onServer(`sudo python3 -c '
+import json, os, urllib.parse
+u = urllib.parse.urlsplit(json.load(open("/srv/app/shared/env.json"))["DATABASE_URL"])
+env = dict(os.environ, PGHOST=u.hostname, PGPORT=str(u.port), PGUSER=u.username, PGPASSWORD=u.password, PGDATABASE=u.path[1:], PGSSLMODE="require")
+os.execvpe("psql", ["psql", "-X", "-At", "-c", "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"], env)'`);
+    assert.strictEqual(ssl.trim(), "t");
+    // the database firewall trusts the droplet only: the same login from this host finds no entry
+    const fromHost = await execFileP("psql", ["-X", "-At", "-c", "SELECT 1"], {
+      env: { ...process.env, PGHOST: "127.0.0.1", PGPORT: "25060", PGUSER: "app", PGPASSWORD: password, PGDATABASE: "app", PGSSLMODE: "require", PGCONNECT_TIMEOUT: "10" },
+    }).then(() => "connected", (e: { stderr?: string }) => String(e.stderr));
+    assert.match(fromHost, /no pg_hba\.conf entry for host "127\.0\.0\.1"/);
+    // both firewalls open the cluster's port within the VPC, and only that
+    assert.match(await onServer("sudo nft list chain inet dropstack output"), /ip daddr 10\.0\.2\.0\/24 tcp dport 25060 accept/);
+    const fw = up.resources.find((x) => x.name === "firewall-fw");
+    assert.deepStrictEqual((fw?.inputs.outboundRules as { portRange?: string; destinationAddresses?: string[] }[]).filter((r) => r.portRange === "25060"),
+      [{ protocol: "tcp", portRange: "25060", destinationAddresses: ["10.0.2.0/24"] }]);
+    assert.strictEqual((await leaksOf(password)).trim(), "0", "the managed database's password is in a log or file on the server");
+    assert.deepStrictEqual(harnessLog.filter((l) => l.includes(password)), [], "the harness printed the password");
+    for (const [name, o] of Object.entries(up.outputs)) assert.ok(o.secret || !JSON.stringify(o.value ?? "").includes(password), `output ${name} shows the password`);
+  });
+
   // Last: from here on / is the client's and the app answers under /api only.
   it("serves a built client at / and the API under /api from one release folder; both switch together with no failed request", async () => {
     const client = path.join(session.work, "client");
@@ -569,7 +610,7 @@ describe("end to end on the local cloud", function () {
     const editClient = (from: string, to: string) => fs.writeFileSync(indexHtml, fs.readFileSync(indexHtml, "utf8").replace(`client version: ${from}`, `client version: ${to}`));
     const kept = await notes();
     const live = (await onServer("readlink /srv/app/current")).trim();
-    cloud.configure(e2eConfig({ keepReleases: 2, clientSource: client }));
+    cloud.configure(e2eConfig({ keepReleases: 2, ...MANAGED, clientSource: client }));
     editApp('VERSION = "v3"', 'VERSION = "v4"');
     editClient("v1", "v4");
     // the page at / is the app's (v3) until the client of v4 takes its place, in one switch

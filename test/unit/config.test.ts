@@ -197,7 +197,7 @@ const BAD: [string, Record<string, unknown>, string, RegExp][] = [
   ["a volume of 0 GiB", { volumeSize: 0 }, "volumeSize", /at least 1 GiB/],
   ["a volume of 1.5 GiB", { volumeSize: 1.5 }, "volumeSize", /whole number of GiB/],
   ["a volume larger than DigitalOcean's largest", { volumeSize: 20000 }, "volumeSize", /at most 16384/],
-  ["an unknown database mode", { database: "mysql" }, "database", /expected one of "none", "droplet"/],
+  ["an unknown database mode", { database: "mysql" }, "database", /expected one of "none", "droplet", "managed"/],
   ["a database on the droplet without a volume", { database: "droplet" }, "volumeSize", /required when dropstack:database is "droplet"/],
   ["a database on an image without a known PostgreSQL", { ...DB, image: "debian-10-x64" }, "image", /no known PostgreSQL release/],
   ["a DATABASE_URL of one's own beside database: droplet", { ...DB, env: { DATABASE_URL: "postgres://x" } }, "env", /gives the app its own DATABASE_URL/],
@@ -210,6 +210,14 @@ const BAD: [string, Record<string, unknown>, string, RegExp][] = [
   ["a seed from PostgreSQL 15 for Debian 11's PostgreSQL 13", { ...DB, image: "debian-11-x64", databaseSeed: SEED_SQL }, "databaseSeed", /made by PostgreSQL 15, newer than the server's PostgreSQL 13/],
   ["backups kept 0 days", { backupKeepDays: 0 }, "backupKeepDays", /at least 1 day/],
   ["a plain seed that sets owners", { ...DB, databaseSeed: OWNERS_SQL }, "databaseSeed", /--no-owner --no-privileges/],
+  // a managed database
+  ["a managed PostgreSQL version DigitalOcean does not offer", { database: "managed", databaseVersion: "12" }, "databaseVersion", /DigitalOcean offers \(13, 14, 15, 16, 17\)/],
+  ["four managed nodes", { database: "managed", databaseNodes: 4 }, "databaseNodes", /1, 2 or 3 nodes/],
+  ["a droplet size as the database size", { database: "managed", databaseSize: "s-1vcpu-1gb" }, "databaseSize", /database size slug/],
+  ["a database size without a managed database", { database: "droplet", volumeSize: 10, databaseSize: "db-s-1vcpu-1gb" }, "databaseSize", /only used with dropstack:database "managed"/],
+  ["a DATABASE_URL of one's own beside database: managed", { database: "managed", secretEnv: { DATABASE_URL: "postgres://x" } }, "secretEnv", /with dropstack:database "managed" dropstack gives the app its own DATABASE_URL/],
+  ["a seed from PostgreSQL 17 for a managed PostgreSQL 16", { database: "managed", image: "debian-13-x64", databaseVersion: "16", databaseSeed: NEWER_DUMP }, "databaseSeed", /made by PostgreSQL 17, newer than the server's PostgreSQL 16/],
+  ["a seed from PostgreSQL 17 for a managed 17 the droplet's tools (15) cannot read", { database: "managed", databaseVersion: "17", databaseSeed: NEWER_DUMP }, "databaseSeed", /newer than the droplet's PostgreSQL 15 tools/],
   // a static front end
   ["a client folder that does not exist", { clientSource: "client/missing" }, "clientSource", /does not exist; expected a built client with index\.html/],
   ["a client's source instead of its build", { clientSource: CLIENT_SOURCE }, "clientSource", /has no index\.html; expected a built client/],
@@ -244,6 +252,15 @@ describe("config validation", () => {
     }
     assert.strictEqual(load("staging", { ...DB, image: "debian-13-x64" }).postgresMajor, 17);
     assert.strictEqual(load("staging").postgresMajor, undefined);
+  });
+
+  it("accepts a managed database, its cluster settings defaulted to DigitalOcean's smallest, no volume needed", () => {
+    const c = load("staging", { database: "managed", databaseSeed: path.relative(PROJECT_DIR, SEED_DUMP) });
+    assert.deepStrictEqual(c.managed, { version: "16", size: "db-s-1vcpu-1gb", nodes: 1 });
+    assert.strictEqual(c.postgresMajor, 16);
+    assert.deepStrictEqual(load("staging", { database: "managed", databaseVersion: "14", databaseNodes: 2 }).managed, { version: "14", size: "db-s-1vcpu-1gb", nodes: 2 });
+    assert.strictEqual(load("staging", { database: "managed", databaseVersion: 15 }).managed?.version, "15", "a version that reads as a number");
+    assert.strictEqual(load("staging").managed, undefined);
   });
 
   it("accepts a built client, its API under /api unless apiPrefix says otherwise", () => {

@@ -4,7 +4,7 @@ import * as assert from "assert";
 import * as path from "path";
 import { decodeValues } from "../../components/shell";
 import { PROJECT_DIR } from "../../localcloud/stackConfig";
-import { byName, byType, FAKE_PASSWORD, isSecretValue, plain, plainStrings, runFake } from "./fakeCloud";
+import { byName, byType, FAKE_DB, FAKE_PASSWORD, FAKE_VPC, isSecretValue, plain, plainStrings, runFake } from "./fakeCloud";
 
 const COMMAND = "command:remote:Command";
 const COPY = "command:remote:CopyToRemote";
@@ -107,5 +107,69 @@ describe("data: a volume and PostgreSQL on the droplet", () => {
     const r = await runFake({ overrides: { volumeSize: 5 } });
     assert.deepStrictEqual(r.resources.filter((x) => x.name.startsWith("database")), []);
     assertOrder(r, ["host-booted", "data-mount", "app-release"]);
+  });
+});
+
+describe("data: DigitalOcean Managed PostgreSQL", () => {
+  const MANAGED = { database: "managed" };
+  const CLUSTER = "digitalocean:index/databaseCluster:DatabaseCluster";
+
+  it("makes a pg cluster in the droplet's region and VPC, a database and a user for the app, and trusts only the droplet", async () => {
+    const r = await runFake({ overrides: MANAGED });
+    const [cluster] = byType(r, CLUSTER);
+    assert.deepStrictEqual(
+      [cluster.inputs.engine, cluster.inputs.version, cluster.inputs.size, cluster.inputs.nodeCount, cluster.inputs.region, cluster.inputs.privateNetworkUuid, cluster.inputs.name],
+      ["pg", "16", "db-s-1vcpu-1gb", 1, "fra1", FAKE_VPC.id, "app-staging-db"]);
+    const [db] = byType(r, "digitalocean:index/databaseDb:DatabaseDb");
+    const [user] = byType(r, "digitalocean:index/databaseUser:DatabaseUser");
+    assert.deepStrictEqual([db.inputs.clusterId, db.inputs.name, user.inputs.clusterId, user.inputs.name], [cluster.id, "app", cluster.id, "app"]);
+    const [fw] = byType(r, "digitalocean:index/databaseFirewall:DatabaseFirewall");
+    assert.deepStrictEqual(fw.inputs, { clusterId: cluster.id, rules: [{ type: "droplet", value: r.outputs.dropletId.value }] });
+    // no volume, no PostgreSQL on the droplet
+    assert.deepStrictEqual(r.resources.filter((x) => x.name.startsWith("database-") || x.name.startsWith("data-")).map((x) => x.name), []);
+  });
+
+  it("sizes the cluster from the settings", async () => {
+    const r = await runFake({ stack: "prod", overrides: { ...MANAGED, databaseVersion: "17", databaseSize: "db-s-2vcpu-4gb", databaseNodes: 3 } });
+    const [cluster] = byType(r, CLUSTER);
+    assert.deepStrictEqual([cluster.inputs.version, cluster.inputs.size, cluster.inputs.nodeCount, cluster.inputs.name], ["17", "db-s-2vcpu-4gb", 3, "app-prod-db"]);
+  });
+
+  it("opens the cluster's port within the VPC in both firewalls, and nothing else", async () => {
+    const base = await runFake();
+    const r = await runFake({ overrides: MANAGED });
+    const [fw] = byType(r, "digitalocean:index/firewall:Firewall");
+    const [fwBase] = byType(base, "digitalocean:index/firewall:Firewall");
+    assert.deepStrictEqual(fw.inputs.outboundRules, [...(fwBase.inputs.outboundRules as unknown[]), { protocol: "tcp", portRange: "25060", destinationAddresses: [FAKE_VPC.ipRange] }]);
+    assert.deepStrictEqual(fw.inputs.inboundRules, fwBase.inputs.inboundRules);
+    const nft = stdinOf(r, "host-base").NFTABLES;
+    assert.match(nft, /ip daddr \{ 10\.114\.0\.0\/20 \} tcp dport 25060 accept/);
+    assert.strictEqual(nft.replace(/\n.*tcp dport 25060 accept/, "\n        # no egress rules configured (dropstack:egress)"), stdinOf(base, "host-base").NFTABLES);
+    assert.deepStrictEqual(byName(r, "server-droplet").inputs, byName(base, "server-droplet").inputs, "the droplet is not replaced");
+  });
+
+  it("gives the app DATABASE_URL on the private host with sslmode=require; no password is ever plain", async () => {
+    const r = await runFake({ overrides: { ...MANAGED, databaseSeed: SEED } });
+    const env = JSON.parse(stdinOf(r, "app-release").ENV_JSON) as Record<string, string>;
+    assert.strictEqual(env.DATABASE_URL, `postgresql://app:${FAKE_DB.userPassword}@${FAKE_DB.privateHost}:25060/app?sslmode=require`);
+    const connect = stdinOf(r, "managed-db-connect");
+    assert.deepStrictEqual([connect.DB_HOST, connect.DB_PORT, connect.ADMIN_USER, connect.ADMIN_PASSWORD], [FAKE_DB.privateHost, "25060", "doadmin", FAKE_DB.adminPassword]);
+    const seed = stdinOf(r, "managed-db-seed");
+    assert.deepStrictEqual([seed.DB_HOST, seed.DB_PORT, seed.DB_PASSWORD], [FAKE_DB.privateHost, "25060", FAKE_DB.userPassword]);
+    for (const name of ["managed-db-connect", "managed-db-seed", "app-release"]) {
+      assert.ok(isSecretValue(byName(r, name).inputs.stdin), `${name}: stdin must be secret`);
+      assert.strictEqual(byName(r, name).inputs.logging, "none", `${name} must log nothing`);
+    }
+    for (const secret of [FAKE_DB.userPassword, FAKE_DB.adminPassword]) {
+      for (const res of r.resources) {
+        for (const x of plainStrings(res.inputs)) assert.ok(!x.value.includes(secret), `${res.name}.${x.path} holds a password in plain`);
+      }
+      for (const [name, o] of Object.entries(r.outputs)) assert.ok(o.secret || !JSON.stringify(o.value ?? "").includes(secret), `output ${name} holds a password in plain`);
+    }
+  });
+
+  it("connects after the host is set up and the cluster admits the droplet, seeds, and only then releases", async () => {
+    const r = await runFake({ overrides: { ...MANAGED, databaseSeed: SEED } });
+    assertOrder(r, ["host-booted", "managed-db-connect", "managed-db-seed-upload", "managed-db-seed", "app-release"]);
   });
 });

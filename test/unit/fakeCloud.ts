@@ -1,5 +1,6 @@
 // Stand-in outputs for the unit tests: what DigitalOcean, tls and the command provider would
 // return, deterministic so that two evaluations can be compared.
+import * as assert from "assert";
 import * as crypto from "crypto";
 import * as pulumi from "@pulumi/pulumi";
 import { runProgram, RunResult } from "../../localcloud/program";
@@ -12,6 +13,9 @@ export const DEPLOY_PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nunit-tes
 export const HOST_PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDropstackUnitTestHostKeyAAAAAAAAAAAAAAAAAAA";
 /** What the fake random provider generates for every password. */
 export const FAKE_PASSWORD = "UnitTestGeneratedPassword0123456789abcd";
+/** The fake droplet's VPC and its range; the managed cluster's private host, its admin's and its user's passwords. */
+export const FAKE_VPC = { id: "vpc-fra1-default", ipRange: "10.114.0.0/20" };
+export const FAKE_DB = { privateHost: "private-db.example.internal", adminPassword: "UnitTestClusterAdminPassword000", userPassword: "UnitTestClusterUserPassword0000" };
 export const HOST_PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nunit-test-host-key\n-----END OPENSSH PRIVATE KEY-----\n";
 
 function fakeState(args: pulumi.runtime.MockResourceArgs): Record<string, unknown> {
@@ -23,7 +27,11 @@ function fakeState(args: pulumi.runtime.MockResourceArgs): Record<string, unknow
     case "digitalocean:index/sshKey:SshKey":
       return { ...args.inputs, fingerprint: "3b:16:bf:e4:8b:00:8b:b8:59:8c:a9:d3:f0:19:45:fa" };
     case "digitalocean:index/droplet:Droplet":
-      return { ...args.inputs, ipv4Address: DROPLET_IPV4, ipv6Address: args.inputs.ipv6 ? DROPLET_IPV6 : undefined, status: "active" };
+      return { ...args.inputs, ipv4Address: DROPLET_IPV4, ipv6Address: args.inputs.ipv6 ? DROPLET_IPV6 : undefined, status: "active", vpcUuid: FAKE_VPC.id };
+    case "digitalocean:index/databaseCluster:DatabaseCluster":
+      return { ...args.inputs, privateHost: FAKE_DB.privateHost, host: "db.example.com", port: 25060, user: "doadmin", password: FAKE_DB.adminPassword };
+    case "digitalocean:index/databaseUser:DatabaseUser":
+      return { ...args.inputs, password: FAKE_DB.userPassword };
     case "digitalocean:index/dnsRecord:DnsRecord":
       return { ...args.inputs, fqdn: `${args.inputs.name === "@" ? "" : `${args.inputs.name}.`}${args.inputs.domain}` };
     case "command:remote:Command":
@@ -53,6 +61,10 @@ export function runFake(opts: FakeRunOptions = {}): Promise<RunResult> {
     secretKeys: opts.secretKeys,
     preview: opts.preview,
     call: async (args) => {
+      if (args.token === "digitalocean:index/getVpc:getVpc") {
+        assert.strictEqual(args.inputs.id, FAKE_VPC.id, "the VPC asked for is the droplet's");
+        return { ...FAKE_VPC, name: "default-fra1", region: "fra1", default: true };
+      }
       if (args.token !== "digitalocean:index/getDomains:getDomains") throw new Error(`unexpected invoke ${args.token}`);
       const wanted = (args.inputs.filters as { values: string[] }[])[0].values;
       const managed = opts.managedDomains ?? ["example.com"];

@@ -49,8 +49,10 @@ describe("policy pack", () => {
     assert.strictEqual(stackOf("urn:pulumi:prod::dropstack::digitalocean:index/droplet:Droplet::server-droplet"), "prod");
   });
 
-  it("dropstack-prod-protect: a prod droplet or volume without protect is refused; staging is not held to it", () => {
-    for (const name of ["server-droplet", "data-volume"]) {
+  it("dropstack-prod-protect: a prod droplet, volume or database cluster without protect is refused; staging is not held to it", async () => {
+    const managed = { prod: await runFake({ stack: "prod", overrides: { database: "managed" } }), staging: await runFake({ stack: "staging", overrides: { database: "managed" } }) };
+    for (const [runs, name] of [[{ prod, staging }, "server-droplet"], [{ prod, staging }, "data-volume"], [managed, "managed-db-cluster"]] as const) {
+      const [prod, staging] = [runs.prod, runs.staging];
       assert.deepStrictEqual(check("dropstack-prod-protect", "prod", byName(prod, name), { protect: true }), []);
       assert.match(check("dropstack-prod-protect", "prod", byName(prod, name), { protect: false })[0], /set dropstack:protect to true/);
       assert.deepStrictEqual(check("dropstack-prod-protect", "staging", byName(staging, name), { protect: false }), []);
