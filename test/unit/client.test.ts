@@ -47,6 +47,8 @@ describe("a built client beside the API (nginx, rendered site)", function () {
     if (spawnSync("which", ["nginx"]).status !== 0) throw new Error("nginx is not installed: run .ci/install-host-packages.sh");
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "dropstack-client-"));
     fs.chmodSync(dir, 0o755); // nginx's workers run as nobody
+    // r0: a release from before the stack had a client
+    fs.mkdirSync(path.join(srv(), "releases", "r0"), { recursive: true });
     for (const [release, slot] of [["r1", "blue"], ["r2", "green"]]) {
       const client = path.join(srv(), "releases", release, ".client");
       fs.mkdirSync(path.join(client, "assets"), { recursive: true });
@@ -116,6 +118,17 @@ describe("a built client beside the API (nginx, rendered site)", function () {
     assert.strictEqual((await get(port, "/api/notes?after=3")).body, "api blue /api/notes?after=3");
     assert.strictEqual((await get(port, "/api")).body, "api blue /api");
     assert.strictEqual((await get(port, "/api/assets/app-r1abcdef01.js")).body, "api blue /api/assets/app-r1abcdef01.js", "the API's own paths never reach the client's rules");
+  });
+
+  it("leaves / to the app while the live release has no client (the first release with one is on its way)", async () => {
+    relink(path.join(srv(), "releases", "r0"), path.join(srv(), "slots", "blue", "release"));
+    try {
+      assert.strictEqual((await get(port, "/")).body, "api blue /");
+      assert.strictEqual((await get(port, "/index.html")).body, "api blue /index.html");
+      assert.strictEqual((await get(port, "/notes/42")).body, "api blue /notes/42");
+    } finally {
+      relink(path.join(srv(), "releases", "r1"), path.join(srv(), "slots", "blue", "release"));
+    }
   });
 
   it("switches the client and the API together when live is re-linked to the other slot", async () => {
