@@ -5,14 +5,16 @@ import { spawnSync } from "child_process";
 import { MANAGED_POSTGRES_PORT } from "../../components/config";
 import * as managed from "../../localcloud/managedPostgres";
 
-/** psql from this host to the cluster's TCP port (127.0.0.1) as `user`; the password in the environment. */
-function connect(user: string, password: string, sslmode: string): { ok: boolean; out: string } {
-  const r = spawnSync("psql", ["-X", "-At", "-c", "SELECT current_user || ' ' || (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid())"], {
+/** psql from this host to the cluster's TCP port (127.0.0.1) as `user` in database shop; the password in the environment. */
+function psql(user: string, password: string, sslmode: string, query: string): { ok: boolean; out: string } {
+  const r = spawnSync("psql", ["-X", "-At", "-c", query], {
     encoding: "utf8", timeout: 30_000,
     env: { ...process.env, PGHOST: "127.0.0.1", PGPORT: String(MANAGED_POSTGRES_PORT), PGUSER: user, PGPASSWORD: password, PGDATABASE: "shop", PGSSLMODE: sslmode, PGCONNECT_TIMEOUT: "10" },
   });
   return { ok: r.status === 0, out: `${r.stdout}${r.stderr}`.trim() };
 }
+const connect = (user: string, password: string, sslmode: string) =>
+  psql(user, password, sslmode, "SELECT current_user || ' ' || (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid())");
 
 describe("local cloud: managed PostgreSQL on the host", function () {
   this.timeout(120_000);
@@ -45,16 +47,11 @@ describe("local cloud: managed PostgreSQL on the host", function () {
   it("drops a user whose tables are in use by handing them to the admin first", async () => {
     assert.ok(cluster);
     await managed.setTrustedSources(cluster, ["127.0.0.1/32"]);
-    const r = spawnSync("psql", ["-X", "-q", "-c", "CREATE TABLE notes (id int)"], {
-      encoding: "utf8", env: { ...process.env, PGHOST: "127.0.0.1", PGPORT: String(MANAGED_POSTGRES_PORT), PGUSER: "shop", PGPASSWORD: password, PGDATABASE: "shop", PGSSLMODE: "require" },
-    });
     // PostgreSQL 15 lets only the database's owner create in public: the program's connect step grants it, so here: refused
-    assert.match(r.stderr, /permission denied for schema public/);
+    assert.match(psql("shop", password, "require", "CREATE TABLE notes (id int)").out, /permission denied for schema public/);
     await managed.sql(cluster, "shop", 'GRANT ALL ON SCHEMA public TO "shop"');
-    const ok = spawnSync("psql", ["-X", "-q", "-c", "CREATE TABLE notes (id int)"], {
-      encoding: "utf8", env: { ...process.env, PGHOST: "127.0.0.1", PGPORT: String(MANAGED_POSTGRES_PORT), PGUSER: "shop", PGPASSWORD: password, PGDATABASE: "shop", PGSSLMODE: "require" },
-    });
-    assert.strictEqual(ok.status, 0, ok.stderr);
+    const created = psql("shop", password, "require", "CREATE TABLE notes (id int)");
+    assert.ok(created.ok, created.out);
     await managed.dropUser(cluster, "shop");
     assert.strictEqual(await managed.sql(cluster, "shop", "SELECT tableowner FROM pg_tables WHERE tablename = 'notes'"), "doadmin");
   });
