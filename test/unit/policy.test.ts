@@ -86,7 +86,9 @@ describe("policy pack", () => {
     assert.match(check("dropstack-debian-image", "prod", byName(prod, "server-droplet"), { props: { image: "ubuntu-24-04-x64" } })[0], /use a Debian image/);
   });
 
-  it("dropstack-database-trusts-only-droplets: droplet and tag rules pass; a network is refused", () => {
+  it("dropstack-database-trusts-only-droplets: the program's own firewall (the droplet), tag rules and single addresses pass; a network is refused", async () => {
+    const own = byName(await runFake({ stack: "prod", overrides: { database: "managed" } }), "managed-db-firewall");
+    assert.deepStrictEqual(check("dropstack-database-trusts-only-droplets", "prod", own), []);
     const fw = { type: "digitalocean:index/databaseFirewall:DatabaseFirewall", name: "db-fw", inputs: { clusterId: "c1", rules: [{ type: "droplet", value: String(prod.outputs.dropletId.value) }, { type: "tag", value: "dropstack-prod" }, { type: "ip_addr", value: "203.0.113.7" }] } };
     assert.deepStrictEqual(check("dropstack-database-trusts-only-droplets", "prod", fw), []);
     const wide = { ...fw, inputs: { clusterId: "c1", rules: [{ type: "ip_addr", value: "0.0.0.0/0" }] } };
