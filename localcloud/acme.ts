@@ -41,6 +41,7 @@ export interface Pebble {
   defaultIPv4: string;
   /** The root that certificates issued by pebble chain to (fetched from the management API). */
   rootCertificatePem(): Promise<string>;
+  /** Sets the host's A record to this address (replacing any other). */
   addARecord(host: string, ipv4: string): Promise<void>;
   addAAAARecord(host: string, ipv6: string): Promise<void>;
   /** Removes the A and AAAA records of `host`. */
@@ -248,8 +249,16 @@ function makePebble(certs: Certs, ports: Ports, children: ChildProcess[]): Pebbl
       }
       return res.body;
     },
-    addARecord: (host, ipv4) => dnsApi("/add-a", { host: fqdn(host), addresses: [ipv4] }),
-    addAAAARecord: (host, ipv6) => dnsApi("/add-aaaa", { host: fqdn(host), addresses: [ipv6] }),
+    // A record's value replaces the one before (challtestsrv's add-a would add a second address,
+    // and Pebble would keep validating a replaced droplet's old one).
+    addARecord: async (host, ipv4) => {
+      await dnsApi("/clear-a", { host: fqdn(host) });
+      await dnsApi("/add-a", { host: fqdn(host), addresses: [ipv4] });
+    },
+    addAAAARecord: async (host, ipv6) => {
+      await dnsApi("/clear-aaaa", { host: fqdn(host) });
+      await dnsApi("/add-aaaa", { host: fqdn(host), addresses: [ipv6] });
+    },
     clearRecord: async (host) => {
       await dnsApi("/clear-a", { host: fqdn(host) });
       await dnsApi("/clear-aaaa", { host: fqdn(host) });
