@@ -64,10 +64,9 @@ const connection = {
   dialErrorLimit: 40,
   perDialTimeout: 15,
 };
-const onServer = { connection, dropletId: server.dropletId };
-
 const host = new HostSetup("host", {
-  ...onServer,
+  connection,
+  dropletId: server.dropletId,
   app: cfg.appName,
   deployUser: cfg.deployUser,
   deployPublicKey: deployKey.publicKeyOpenssh,
@@ -75,7 +74,10 @@ const host = new HostSetup("host", {
   sshAllowedCidrs: cfg.sshAllowedCidrs,
   egress,
   aptPackages: cfg.aptPackages,
+  driftCheck: cfg.driftCheck,
 });
+// Every later step on the server: its connection, the droplet, and the drift check's repair tokens.
+const onServer = { connection, dropletId: server.dropletId, repairs: host.repairs };
 const certificate = cfg.tls
   ? new Certificate("certificate", {
     ...onServer,

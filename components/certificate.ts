@@ -31,6 +31,7 @@ export class Certificate extends pulumi.ComponentResource {
     this.certificatePath = `/etc/letsencrypt/live/${args.fqdn}/fullchain.pem`;
     this.issued = remoteStep(`${name}-certbot`, {
       connection: args.connection,
+      repairs: args.repairs,
       script: "certificate",
       values: {
         FQDN: args.fqdn,

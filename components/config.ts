@@ -296,6 +296,8 @@ export const schema = z.object({
   tls: z.boolean({ invalid_type_error: "expected true or false" }).default(true),
   /** Send Strict-Transport-Security (browsers then refuse plain HTTP for two years). */
   hsts: z.boolean({ invalid_type_error: "expected true or false" }).default(false),
+  /** Read the server's drift check (dropstack-check, over SSH) at every preview and up: a step whose files were edited by hand runs again and restores them. */
+  driftCheck: z.boolean({ invalid_type_error: "expected true or false" }).default(true),
   /** Contact email for the ACME account; required when tls is on. */
   acmeEmail: text(isEmail, "an email address", '"ops@example.com"', 254).optional(),
   /** ACME directory URL. */

@@ -53,6 +53,7 @@ export class DropletDatabase extends pulumi.ComponentResource {
   private install(name: string, args: DropletDatabaseArgs, db: string, password: pulumi.Output<string>, after: pulumi.ComponentResourceOptions["dependsOn"]): command.remote.Command {
     return remoteStep(`${name}-postgresql`, {
       connection: args.connection,
+      repairs: args.repairs,
       script: "database",
       secret: true,
       values: {

@@ -1,7 +1,8 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import type { EgressRule } from "./firewall";
-import { renderAutoUpgrades, renderHardening, renderNftables, renderNginxDefault, renderSshdConfig, renderSwitchScript } from "./render";
+import { renderAutoUpgrades, renderCheckScript, renderHardening, renderNftables, renderNginxDefault, renderSshdConfig, renderSwitchScript } from "./render";
+import { serverRepairs } from "./drift";
 import { OnServerArgs, remoteStep } from "./steps";
 
 export interface HostSetupArgs extends OnServerArgs {
@@ -21,24 +22,30 @@ export interface HostSetupArgs extends OnServerArgs {
   aptPackages: string[];
   /** How long to wait for cloud-init on a new droplet, in seconds. @default 900 */
   cloudInitTimeoutSeconds?: number;
+  /** Read the server's drift check at every preview and up, so steps whose files were edited by hand run again and restore them. @default true */
+  driftCheck?: boolean;
 }
 
 /**
  * Prepares a droplet over SSH: waits for cloud-init, then installs nginx, supervisor, gunicorn,
  * python3-venv and certbot, applies pending security updates, hardens sshd, the kernel and logins,
  * creates the app's user and folders, installs the deploy user's keys and the release switch
- * (`dropstack-switch`, `dropstack-rollback`); then reboots a new droplet whose updates need it
- * (a new kernel) and waits until it is up again, so the first release runs on the updated system.
- * Its steps re-run only when their scripts or these settings change, never for an app change.
+ * (`dropstack-switch`, `dropstack-rollback`) and the drift check (`dropstack-check`); then reboots
+ * a new droplet whose updates need it (a new kernel) and waits until it is up again, so the first
+ * release runs on the updated system. Its steps re-run only when their scripts or these settings
+ * change, or when the drift check finds one of their files edited by hand; never for an app change.
  */
 export class HostSetup extends pulumi.ComponentResource {
   /** The last provisioning step: later steps depend on it. */
   readonly ready: command.remote.Command;
+  /** Each step's REPAIR token from the server's drift check (components/drift.ts): every component working on the server takes it. */
+  readonly repairs: pulumi.Output<Record<string, string>>;
 
   constructor(name: string, args: HostSetupArgs, opts?: pulumi.ComponentResourceOptions) {
     super("dropstack:index:HostSetup", name, {}, opts);
     const cloudInit = this.waitUntilBooted(`${name}-cloud-init`, args);
-    const base = this.provision(name, args, cloudInit);
+    this.repairs = args.driftCheck === false ? pulumi.output<Record<string, string>>({}) : serverRepairs({ connection: args.connection, after: cloudInit.id });
+    const base = this.provision(name, { ...args, repairs: this.repairs }, cloudInit);
     const reboot = this.rebootIfRequired(name, args, base);
     this.ready = this.waitUntilBooted(`${name}-booted`, args, reboot);
     this.registerOutputs({ ready: this.ready.stdout });
@@ -70,6 +77,7 @@ export class HostSetup extends pulumi.ComponentResource {
       [deployKey.trim(), ...args.adminSshKeys.map((k) => k.trim())].map((k) => `${k}\n`).join(""));
     return remoteStep(`${name}-base`, {
       connection: args.connection,
+      repairs: args.repairs,
       script: "base",
       values: {
         APP: args.app,
@@ -79,6 +87,7 @@ export class HostSetup extends pulumi.ComponentResource {
         NGINX_DEFAULT: nginx.defaultServer,
         NGINX_ACME_SNIPPET: nginx.acmeSnippet,
         SWITCH_SCRIPT: renderSwitchScript(),
+        CHECK_SCRIPT: renderCheckScript(),
         SSHD_CONFIG: renderSshdConfig({ deployUser: args.deployUser }),
         AUTO_UPGRADES: renderAutoUpgrades(),
         NFTABLES: pulumi.output(args.egress ?? []).apply((egress) => renderNftables({ sshAllowedCidrs: args.sshAllowedCidrs, egress })),

@@ -92,6 +92,7 @@ export class AppRelease extends pulumi.ComponentResource {
       renderEnvJson({ ...args.env, ...args.secretEnv, ...(url === undefined ? {} : { DATABASE_URL: url }) })));
     return remoteStep(`${name}-release`, {
       connection: args.connection,
+      repairs: args.repairs,
       script: "release",
       secret,
       values: {

@@ -159,6 +159,11 @@ export function renderAutoUpgrades(): string {
   return readRemoteFile("templates/auto-upgrades.conf");
 }
 
+/** The server's own drift check (installed as /usr/local/sbin/dropstack-check): compares every file dropstack wrote with the steps' manifests. */
+export function renderCheckScript(): string {
+  return readRemoteFile("templates/dropstack-check.sh");
+}
+
 /** The deploy hook certbot runs after a renewal. */
 export function renderRenewHook(): string {
   return readRemoteFile("templates/renew-hook.sh");

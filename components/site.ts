@@ -30,6 +30,7 @@ export class NginxSite extends pulumi.ComponentResource {
     this.config = renderNginxSite({ app: args.app, fqdn: args.fqdn, tls: args.tls, maxBodySize: args.maxBodySize, hsts: args.hsts, apiPrefix: args.apiPrefix });
     this.installed = remoteStep(`${name}-nginx`, {
       connection: args.connection,
+      repairs: args.repairs,
       script: "site",
       values: { APP: args.app, NGINX_SITE: this.config },
       triggers: [args.dropletId],

@@ -11,6 +11,8 @@ export interface OnServerArgs {
   connection: pulumi.Input<Connection>;
   /** Droplet id: a new droplet re-runs the component's steps. */
   dropletId: pulumi.Input<string>;
+  /** Each step's REPAIR token from the server's drift check (components/drift.ts), by server step name; unset: none. @example { "dropstack-site": "r1" } */
+  repairs?: pulumi.Input<Record<string, string>>;
 }
 
 export interface RemoteStepArgs {
@@ -24,11 +26,16 @@ export interface RemoteStepArgs {
   secret?: boolean;
   /** Extra values whose change re-runs the step (e.g. the droplet id). Default none. */
   triggers?: pulumi.Input<string>[];
+  /** The drift check's REPAIR tokens (see OnServerArgs): the step's own, when it has one, goes on stdin as REPAIR. */
+  repairs?: pulumi.Input<Record<string, string>>;
 }
 
 /** Creates the Command that runs `remote/<script>.sh` with `values` on stdin. */
 export function remoteStep(name: string, args: RemoteStepArgs, opts: pulumi.CustomResourceOptions): command.remote.Command {
-  const encoded = pulumi.all(args.values).apply((v) => encodeValues(v));
+  const encoded = pulumi.all([pulumi.all(args.values), args.repairs ?? {}]).apply(([v, repairs]) => {
+    const repair = repairs[`dropstack-${args.script}`];
+    return encodeValues(repair ? { ...v, REPAIR: repair } : v);
+  });
   return new command.remote.Command(name, {
     connection: args.connection,
     create: stepCommand(args.script),

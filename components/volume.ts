@@ -67,6 +67,7 @@ export class DataVolume extends pulumi.ComponentResource {
     after: pulumi.ComponentResourceOptions["dependsOn"]): pulumi.Resource {
     return remoteStep(`${name}-mount`, {
       connection: args.connection,
+      repairs: args.repairs,
       script: "volume",
       values: { APP: args.app, VOLUME_NAME: args.volumeName, MOUNT: this.mount },
       triggers: [args.dropletId, attachment.id, String(args.sizeGib)],

@@ -12,7 +12,7 @@ import { localStackConfig, startLocalPebble } from "./localStack";
 import { stepPhases } from "./session";
 
 const PROJECT_DIR = path.resolve(__dirname, "..");
-const COMMANDS = ["up", "preview", "down", "ssh", "logs", "status"] as const;
+const COMMANDS = ["up", "preview", "down", "ssh", "logs", "status", "check"] as const;
 type Command = (typeof COMMANDS)[number];
 const USAGE = `usage: npm run local -- ${COMMANDS.join("|")} [--stack NAME] [-- command for ssh]`;
 
@@ -117,7 +117,7 @@ async function up(cmd: "up" | "preview" | "down", stack: string, stateRoot: stri
     console.log(`\nPhases:\n${phaseTable(result, (Date.now() - t0) / 1000)}`);
     console.log(`\nStack ${stack} is up. Try:`);
     console.log(`  curl --cacert ${root} --resolve ${local.fqdn}:443:${ip} https://${local.fqdn}/`);
-    console.log(`  npm run local -- ssh|logs|status --stack ${stack}`);
+    console.log(`  npm run local -- ssh|logs|status|check --stack ${stack}`);
     console.log(`The VM keeps running; stop it with: npm run local -- down --stack ${stack}`);
   } finally {
     await pebble.stop();
@@ -134,6 +134,8 @@ async function main(): Promise<void> {
   const access = readAccess(stateDir, stack);
   if (cmd === "ssh") process.exitCode = ssh(access, rest, rest.length === 0);
   if (cmd === "status") process.exitCode = ssh(access, ["sudo", "dropstack-switch", "--status"], false);
+  // What differs from what dropstack wrote (exit 1 on drift; `up` restores it).
+  if (cmd === "check") process.exitCode = ssh(access, ["sudo", "/usr/local/sbin/dropstack-check"], false);
   if (cmd === "logs") {
     // The live slot's log (app output and gunicorn's access log), followed.
     const script = `set -e; app=$(cat /etc/dropstack/app); slot=$(sudo dropstack-switch --status | sed -n 's/.* slot=\\([a-z]*\\).*/\\1/p'); sudo tail -n 100 -F "/srv/$app/shared/log/$slot.log"`;

@@ -11,12 +11,15 @@
 //     PostgreSQL server on this host with TLS and passwords, reached from the VMs at its private
 //     address; its firewall's trusted sources are the only entries in pg_hba (managedPostgres.ts).
 //   - getVpc: every droplet is in one VPC, qemu's user network.
+//   - local run (command:local:run, the program's drift check): the command runs on this host, as
+//     the provider runs it (sh -c, the given environment and stdin); a non-zero exit fails it.
 //   - remote Command / CopyToRemote: executed over SSH with the given connection, stdin and
 //     environment (sent as SSH env requests, as the provider does); a non-zero exit fails the
 //     resource with its stderr.
 // A state file makes a second `up` behave like the engine: unchanged inputs run nothing and keep
 // their outputs; changed ones run `update` (or `create` again without one), changed triggers
 // replace; resources no longer registered run their `delete`.
+import { spawn } from "child_process";
 import * as crypto from "crypto";
 import * as fs from "fs";
 import * as path from "path";
@@ -122,6 +125,24 @@ function fingerprint(publicKey: string): string {
   return crypto.createHash("md5").update(blob).digest("hex").match(/../g)!.join(":");
 }
 
+/** The command provider's local `run`: `sh -c <command>` with the environment added to this process's, stdin fed, output returned. */
+function runLocal(inputs: Record<string, unknown>): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    const env = { ...process.env, ...(inputs.environment as Record<string, string> | undefined) };
+    const child = spawn("/bin/sh", ["-c", String(inputs.command)], { env, cwd: inputs.dir ? String(inputs.dir) : undefined, stdio: ["pipe", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    child.on("error", reject);
+    child.on("close", (code) => {
+      if (code !== 0) reject(new Error(`local run: exit ${code}: ${stderr.slice(-2000)}`));
+      else resolve({ ...inputs, stdout: stdout.replace(/\n$/, ""), stderr: stderr.replace(/\n$/, "") });
+    });
+    child.stdin.end(inputs.stdin === undefined ? "" : String(inputs.stdin));
+  });
+}
+
 function toConnection(c: Inputs): SshConnection {
   return { host: String(c.host), port: c.port ? Number(c.port) : 22, user: String(c.user ?? "root"), privateKey: String(c.privateKey), hostKey: c.hostKey ? String(c.hostKey) : undefined };
 }
@@ -189,8 +210,9 @@ export class LocalCloud {
     this.save();
   }
 
-  /** Data sources: the account's DNS zones, and the droplets' VPC. */
+  /** Data sources: the account's DNS zones, and the droplets' VPC; and local commands. */
   private async invoke(args: pulumi.runtime.MockCallArgs): Promise<Record<string, unknown>> {
+    if (args.token === "command:local:run") return runLocal(args.inputs);
     if (args.token === "digitalocean:index/getVpc:getVpc") {
       if (args.inputs.id !== LOCAL_VPC_ID) throw new Error(`local cloud: VPC ${String(args.inputs.id)} does not exist (the local droplets are in ${LOCAL_VPC_ID})`);
       return { id: LOCAL_VPC_ID, name: "local", region: this.opts.config["dropstack:region"] ?? "fra1", default: true, ...managedPg.LOCAL_VPC, urn: `do:vpc:${LOCAL_VPC_ID}` };
@@ -218,9 +240,13 @@ export class LocalCloud {
     for (const r of Object.values(this.state.resources)) if (r.type === CLUSTER) managedPg.detachCluster(clusterOf(r));
   }
 
+  /** What `pulumi preview` shows: nothing runs; each resource is a create, an update, or the same (its inputs unchanged). */
   private async previewResource(args: pulumi.runtime.MockResourceArgs): Promise<{ id: string; state: Inputs }> {
     const stored = this.state.resources[key(args.type, args.name)];
-    this.log(`  ${stored ? "~" : "+"} ${args.type} ${args.name} (preview: nothing runs)`);
+    const same = stored !== undefined && stored.inputsHash === sha(stableJson(await unwrap(args.inputs)));
+    const op: StepRecord["op"] = !stored ? "create" : same ? "same" : "update";
+    this.steps.push({ type: args.type, name: args.name, op, ms: 0 });
+    if (!same) this.log(`  ${stored ? "~" : "+"} ${args.type} ${args.name} (preview: would ${op}; nothing runs)`);
     return { id: stored?.id ?? "", state: stored?.outputs ?? {} };
   }
 

@@ -6,7 +6,7 @@
 # looks for new security updates, and applies them if there are any).
 set -euo pipefail
 
-require V_APP V_DEPLOY_USER V_AUTHORIZED_KEYS V_APT_PACKAGES V_NGINX_DEFAULT V_NGINX_ACME_SNIPPET V_SWITCH_SCRIPT \
+require V_APP V_DEPLOY_USER V_AUTHORIZED_KEYS V_APT_PACKAGES V_NGINX_DEFAULT V_NGINX_ACME_SNIPPET V_SWITCH_SCRIPT V_CHECK_SCRIPT \
   V_SSHD_CONFIG V_AUTO_UPGRADES V_NFTABLES V_SYSCTL V_MODPROBE V_NEEDRESTART V_COREDUMP_LIMITS V_COREDUMP_SYSTEMD
 
 app=$V_APP
@@ -77,6 +77,8 @@ ensure_dir /etc/dropstack 755 root:root
 write_file /etc/dropstack/app 644 root:root "$app"
 write_file /usr/local/sbin/dropstack-switch 755 root:root "$V_SWITCH_SCRIPT"
 ensure_link dropstack-switch /usr/local/sbin/dropstack-rollback
+# The drift check: every file dropstack writes is listed in its step's manifest (remote/lib.sh).
+write_file /usr/local/sbin/dropstack-check 755 root:root "$V_CHECK_SCRIPT"
 write_file "/etc/tmpfiles.d/dropstack-$app.conf" 644 root:root "d /run/dropstack-$app 0750 $app $app -
 "
 if [ ! -d "/run/dropstack-$app" ] || [ "$WROTE" = 1 ]; then
@@ -186,6 +188,9 @@ nginx_changed=$((nginx_changed | WROTE))
 write_file /etc/nginx/sites-available/00-dropstack-default.conf 644 root:root "$V_NGINX_DEFAULT"
 nginx_changed=$((nginx_changed | WROTE))
 ensure_link /etc/nginx/sites-available/00-dropstack-default.conf /etc/nginx/sites-enabled/00-dropstack-default.conf
+# Every enabled site is dropstack's (this default server and the app's site).
+own_dir /etc/nginx/sites-enabled
+nginx_changed=$((nginx_changed | SET_ASIDE))
 if [ "$nginx_changed" = 1 ]; then
   nginx -t -q || die "nginx rejected its configuration (see above)"
 fi

@@ -10,6 +10,11 @@ export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8
 
 STEP=${0##*/}
 CHANGED=0
+# What this step owns on the server, for dropstack-check: one line per file, link or directory
+# (see write_file, ensure_link, own_dir and finish).
+OWNED=()
+STATE_DIR=${DROPSTACK_STATE_DIR:-/var/lib/dropstack} # (a test may point it elsewhere; sudo clears it)
+MANIFESTS=$STATE_DIR/manifest
 
 log() { printf '[%s] %s\n' "$STEP" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -51,6 +56,7 @@ require() {
 write_file() {
   local dest=$1 mode=$2 owner=$3 content=$4 tmp
   WROTE=0
+  OWNED+=("file $(printf '%s' "$content" | sha256sum | cut -d' ' -f1) $mode $owner $dest")
   if [ -f "$dest" ] && [ ! -L "$dest" ] && [ "$(stat -c '%a %U:%G' "$dest")" = "$mode $owner" ] \
     && printf '%s' "$content" | cmp -s - "$dest"; then
     return 0
@@ -63,6 +69,43 @@ write_file() {
   WROTE=1
   CHANGED=1
   log "updated $dest"
+}
+
+# shellcheck disable=SC2034 # SET_ASIDE is read by the steps
+# own_dir DIR: dropstack owns every entry of DIR, so dropstack-check reports any other as new. On a
+# repair (the program found drift and sent V_REPAIR) such entries are set aside now, into
+# /var/lib/dropstack/set-aside/<time>/<path> (nothing is deleted); SET_ASIDE=1 when one was. Call it
+# after the step has written its own entries of DIR.
+own_dir() {
+  local dir=$1 entry aside
+  OWNED+=("dir $dir")
+  SET_ASIDE=0
+  [ -n "${V_REPAIR:-}" ] || return 0
+  aside=$STATE_DIR/set-aside/$(date -u +%Y%m%dT%H%M%SZ)$dir
+  for entry in "$dir"/* "$dir"/.[!.]*; do
+    [ -e "$entry" ] || [ -L "$entry" ] || continue
+    printf '%s\n' "${OWNED[@]}" | owns "$entry" && continue
+    owned_elsewhere "$entry" && continue
+    mkdir -p "$aside"
+    mv "$entry" "$aside/"
+    SET_ASIDE=1
+    CHANGED=1
+    log "set aside $entry (not written by dropstack) into $aside"
+  done
+}
+
+# owns PATH: true when the manifest lines on stdin list PATH as a file or a link.
+owns() {
+  awk -v p="$1" '($1 == "file" && $5 == p) || ($1 == "link" && $3 == p) { found = 1 } END { exit !found }'
+}
+
+# owned_elsewhere PATH: true when another step's manifest lists PATH.
+owned_elsewhere() {
+  local f
+  for f in "$MANIFESTS"/*; do
+    if [ -f "$f" ] && [ "$f" != "$MANIFESTS/$STEP" ] && owns "$1" <"$f"; then return 0; fi
+  done
+  return 1
 }
 
 # ensure_dir PATH MODE OWNER:GROUP
@@ -89,6 +132,7 @@ ensure_link() {
     CHANGED=1
     log "linked $link -> $target"
   fi
+  OWNED+=("link $target $link")
 }
 
 # ensure_packages PKG...: installs the packages that are missing, and nothing else.
@@ -104,8 +148,22 @@ ensure_packages() {
   CHANGED=1
 }
 
-# finish: the last line a step prints says whether it changed anything.
+# record_manifest: what this step owns, with each file's checksum, mode and owner, and the repair
+# token it ran with; dropstack-check compares the server with these. Not itself a change.
+record_manifest() {
+  local tmp
+  [ "${#OWNED[@]}" -gt 0 ] || [ -n "${V_REPAIR:-}" ] || [ -e "$MANIFESTS/$STEP" ] || return 0
+  mkdir -p "$STATE_DIR"
+  [ -d "$MANIFESTS" ] || mkdir -m 700 "$MANIFESTS"
+  tmp=$(mktemp "$MANIFESTS/.$STEP.XXXXXX")
+  { printf 'step %s\nrepair %s\n' "$STEP" "${V_REPAIR:--}"; [ "${#OWNED[@]}" -eq 0 ] || printf '%s\n' "${OWNED[@]}"; } >"$tmp"
+  chmod 600 "$tmp"
+  mv -f "$tmp" "$MANIFESTS/$STEP"
+}
+
+# finish: records the manifest; the last line a step prints says whether it changed anything.
 finish() {
+  record_manifest
   if [ "$CHANGED" = 1 ]; then echo "dropstack: $STEP changed the server"; else echo "dropstack: $STEP: no changes"; fi
 }
 

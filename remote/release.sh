@@ -113,6 +113,9 @@ done
 # 3. Boot, check, switch (or refuse). A changed environment or config re-boots the same release.
 args=("$id" --by "$V_TRIGGERED_BY" --release-command --lock-held)
 [ "$config_changed" = 1 ] && args+=(--force)
+# A repair (dropstack-check found a file of this step or the switch changed by hand): the live
+# release boots again through the health gate with what dropstack wrote.
+[ -n "${V_REPAIR:-}" ] && args+=(--repair)
 if ! result=$(/usr/local/sbin/dropstack-switch "${args[@]}"); then
   rm -f "$lock.holder"
   exit 1

@@ -10,7 +10,7 @@
 # (in-flight requests finish). On any failure the new slot is stopped and the live release keeps
 # serving.
 #
-#   dropstack-switch <release-id> [--by WHO] [--release-command] [--force] [--lock-held]
+#   dropstack-switch <release-id> [--by WHO] [--release-command] [--force] [--repair] [--lock-held]
 #   dropstack-rollback [<release-id>] [--by WHO]    (default: the previous release)
 #   dropstack-switch --status
 #   dropstack-switch --link-live   (servers from before the live link: derive it from current.sock)
@@ -86,6 +86,31 @@ audit() {
 # Microseconds since the epoch (bash's EPOCHREALTIME; the locale's decimal point is ".").
 now_us() { local t=$EPOCHREALTIME; echo "${t/./}"; }
 
+# record_programs SLOT-CONF: the live slot's supervisor program is the only entry of supervisor's
+# conf.d, recorded for dropstack-check in the manifest of the release step (which runs this switch;
+# its repair re-runs it). On a repair, any other entry is set aside (never deleted).
+record_programs() {
+  local dir=/etc/supervisor/conf.d manifests=/var/lib/dropstack/manifest entry aside tmp
+  if [ "$repair" = 1 ]; then
+    aside=/var/lib/dropstack/set-aside/$(date -u +%Y%m%dT%H%M%SZ)$dir
+    for entry in "$dir"/* "$dir"/.[!.]*; do
+      [ -e "$entry" ] || [ -L "$entry" ] || continue
+      [ "$entry" = "$1" ] && continue
+      mkdir -p "$aside"
+      mv "$entry" "$aside/"
+      supervisorctl update >/dev/null
+      log "set aside $entry (not written by dropstack) into $aside"
+    done
+  fi
+  mkdir -p /var/lib/dropstack
+  [ -d "$manifests" ] || mkdir -m 700 "$manifests"
+  tmp=$(mktemp "$manifests/.dropstack-switch.XXXXXX")
+  printf 'step dropstack-release\nrepair -\nfile %s %s %s\ndir %s\n' \
+    "$(sha256sum <"$1" | cut -d' ' -f1)" "$(stat -c '%a %U:%G' "$1")" "$1" "$dir" >"$tmp"
+  chmod 600 "$tmp"
+  mv -f "$tmp" "$manifests/dropstack-switch"
+}
+
 # ---- arguments
 action=switch
 id=
@@ -93,6 +118,7 @@ by=${SUDO_USER:-$(id -un)}
 run_release_command=0
 force=0
 lock_held=0
+repair=0
 [ "$me" = dropstack-rollback ] && action=rollback
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -100,12 +126,16 @@ while [ $# -gt 0 ]; do
     --release-command) run_release_command=1; shift ;;
     --lock-held) lock_held=1; shift ;;
     --force) force=1; shift ;;
+    # (a repair also sets aside supervisor programs dropstack did not write: see record_programs)
+    --repair) repair=1; force=1; shift ;;
     --link-live)
       # A server whose releases predate the live link: the site nginx reads from now on needs it.
-      if [ ! -L "$root/live" ] && [ -n "$(active_slot)" ] && [ -n "$(release_of "$root/current")" ]; then
-        point_slot "$(active_slot)" "$(release_of "$root/current")"
-        replace_link "$root/slots/$(active_slot)" "$root/live"
-        log "linked $root/live to slot $(active_slot) (release $(release_of "$root/current"))"
+      slot=$(active_slot)
+      current=$(release_of "$root/current")
+      if [ ! -L "$root/live" ] && [ -n "$slot" ] && [ -n "$current" ]; then
+        point_slot "$slot" "$current"
+        replace_link "$root/slots/$slot" "$root/live"
+        log "linked $root/live to slot $slot (release $current)"
         echo "changed=yes"
       fi
       exit 0 ;;
@@ -136,6 +166,7 @@ live_slot=$(active_slot)
 live_release=$(release_of "$root/current")
 if [ "$force" = 0 ] && [ "$live_release" = "$id" ] && [ -n "$live_slot" ] && supervisorctl status "$app-$live_slot" 2>/dev/null | grep -q RUNNING; then
   log "release $id is already live (slot $live_slot)"
+  [ -e /var/lib/dropstack/manifest/dropstack-switch ] || record_programs "/etc/supervisor/conf.d/dropstack-$app-$live_slot.conf"
   echo "live=$id slot=$live_slot changed=no"
   exit 0
 fi
@@ -260,6 +291,7 @@ log "release $id is live on slot $new_slot"
 if [ -n "$live_slot" ]; then
   stop_slot "$live_slot"
 fi
+record_programs "$slot_conf"
 audit ok "boot_ms=$boot_ms" "check_ms=$check_ms"
 
 # ---- keep `keep_releases` releases: the live one, the previous one, then the newest others

@@ -235,6 +235,42 @@ describe("end to end on the local cloud", function () {
     assert.strictEqual(await fingerprint(), before, "files, nginx and gunicorn PIDs must be untouched");
   });
 
+  it("finds hand edits (the nginx site, the sshd drop-in, a stray site); the preview shows only their steps, an up restores them, then runs nothing", async () => {
+    const site = "/etc/nginx/sites-available/dropstack-app.conf";
+    const sshd = "/etc/ssh/sshd_config.d/10-dropstack.conf";
+    const stray = "/etc/nginx/sites-enabled/zz-by-hand.conf";
+    const check = async () => {
+      const out = await onServer("sudo /usr/local/sbin/dropstack-check; echo \"exit=$?\"");
+      return { out, code: Number(/exit=(\d+)\s*$/.exec(out)?.[1]) };
+    };
+    const clean = await check();
+    assert.strictEqual(clean.code, 0, clean.out);
+    assert.match(clean.out, /all \d+ files are as dropstack wrote them/);
+    const sums = () => onServer(`sudo sha256sum ${site} ${sshd}`);
+    const written = await sums();
+    await onServer(`sudo bash -c 'echo "# edited by hand" >>${site} && echo "Banner /etc/issue.net" >>${sshd} && echo "server { listen 127.0.0.1:8089; return 204; }" >${stray}'`);
+    const drifted = await check();
+    assert.strictEqual(drifted.code, 1, drifted.out);
+    assert.match(drifted.out, new RegExp(`^changed +${site} differs from what the site step wrote`, "m"));
+    assert.match(drifted.out, new RegExp(`^changed +${sshd} differs from what the base step wrote`, "m"));
+    assert.match(drifted.out, new RegExp(`^new +${stray} is not dropstack's`, "m"));
+
+    const preview = await cloud.up({ preview: true });
+    assert.deepStrictEqual(preview.steps.filter((st) => st.op !== "same").map((st) => st.name).sort(), ["host-base", "site-nginx"], "the preview shows the two steps that repair");
+    const { result: repaired, error, outcomes } = await underLoad(() => cloud.up());
+    assert.ok(repaired, `up failed: ${error}`);
+    assert.deepStrictEqual(repaired.steps.filter((st) => st.op !== "same").map((st) => st.name).sort(), ["host-base", "site-nginx"]);
+    assert.strictEqual(failures(outcomes).length, 0, describeFailures(outcomes));
+    assert.strictEqual(await sums(), written, "both files are as dropstack wrote them again");
+    assert.strictEqual((await onServer(`sudo bash -c 'test -e ${stray} && echo present || echo gone; cat /var/lib/dropstack/set-aside/*${stray}'`)).trim(),
+      "gone\nserver { listen 127.0.0.1:8089; return 204; }", "the stray site is set aside, not deleted");
+    assert.doesNotMatch(await onServer("sudo sshd -T -C user=deploy,host=x,addr=203.0.113.1"), /^banner \/etc\/issue\.net$/m, "sshd reads the restored drop-in");
+    const after = await check();
+    assert.strictEqual(after.code, 0, after.out);
+    const again = await cloud.up();
+    assert.deepStrictEqual(again.steps.filter((st) => st.op !== "same").map((st) => st.name), [], "a clean server: the next up runs nothing");
+  });
+
   it("pins the host key: the server presents the generated one, any other is refused", async () => {
     assert.match(String(first.outputs.knownHostsLine.value), new RegExp(`^${LOCAL_FQDN.replace(/\./g, "\\.")},${ip} ssh-ed25519 `));
     assert.strictEqual((await onServer("echo pinned")).trim(), "pinned");

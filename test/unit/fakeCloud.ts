@@ -50,6 +50,10 @@ export interface FakeRunOptions {
   overrides?: Record<string, unknown>;
   secretKeys?: string[];
   preview?: boolean;
+  /** What the server's drift check reads (scripts/read-server-check.sh's output). Default: a server without the check yet. */
+  serverCheck?: string;
+  /** Each local run the program asks for (the drift check), as the command provider would get it. */
+  localRuns?: Record<string, unknown>[];
 }
 
 /** Runs the program over a stack's config with stand-in outputs. */
@@ -61,6 +65,10 @@ export function runFake(opts: FakeRunOptions = {}): Promise<RunResult> {
     secretKeys: opts.secretKeys,
     preview: opts.preview,
     call: async (args) => {
+      if (args.token === "command:local:run") {
+        opts.localRuns?.push(args.inputs);
+        return { ...args.inputs, stdout: opts.serverCheck ?? "status none", stderr: "" };
+      }
       if (args.token === "digitalocean:index/getVpc:getVpc") {
         assert.strictEqual(args.inputs.id, FAKE_VPC.id, "the VPC asked for is the droplet's");
         return { ...FAKE_VPC, name: "default-fra1", region: "fra1", default: true };

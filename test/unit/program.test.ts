@@ -288,7 +288,7 @@ describe("DNS zone", () => {
   it("fails the run when a resource fails, as the engine fails the update", async () => {
     await assert.rejects(runProgram({
       stack: "staging", config: stackConfig("staging"),
-      call: async () => ({ domains: [{ name: "example.com" }] }),
+      call: async (c) => (c.token === "command:local:run" ? { stdout: "status none" } : { domains: [{ name: "example.com" }] }),
       newResource: async (a) => {
         if (a.name === "app-release") throw new Error("release refused");
         return { id: `${a.name}-id`, state: { ...a.inputs, ipv4Address: "203.0.113.7", publicKeyOpenssh: "ssh-ed25519 AAAA", privateKeyOpenssh: "k", fingerprint: "fp" } };
