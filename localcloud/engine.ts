@@ -180,7 +180,11 @@ export class LocalCloud {
       config: this.opts.config,
       secretKeys: this.opts.secretKeys,
       preview: opts.preview,
-      call: async (args) => this.invoke(args),
+      // (the SDK reports a failed invoke by the error's gRPC `details` only: the message goes there too)
+      call: async (args) => this.invoke(args).catch((e: Error & { details?: string }) => {
+        e.details ??= e.message;
+        throw e;
+      }),
       newResource: async (args) => {
         if (!args.custom) return { id: "", state: {} }; // component resources: nothing to do
         return opts.preview ? this.previewResource(args) : this.applyResource(args);

@@ -41,6 +41,12 @@ if [ ! -f "$conf/postgresql.conf" ]; then
     [ "$found" = "$major" ] || die "the volume holds a PostgreSQL $found cluster at $data, and this server is PostgreSQL $major: upgrade it with pg_upgradecluster on a droplet of the old release first"
     log "taking over the PostgreSQL $major cluster already on the volume ($data)"
     chown -R postgres:postgres "$data"
+    # pg_createcluster integrates an existing data directory by moving its three configuration
+    # files to /etc; the cluster's own ones stayed on the old droplet's disk, so it gets
+    # placeholders here, and the settings and access rules below replace them.
+    for f in postgresql.conf pg_hba.conf pg_ident.conf; do
+      [ -e "$data/$f" ] || install -m 600 -o postgres -g postgres /dev/null "$data/$f"
+    done
   else
     log "creating the PostgreSQL $major cluster on the volume ($data)"
     mkdir -p "$(dirname "$data")"
