@@ -4,6 +4,7 @@ import * as digitalocean from "@pulumi/digitalocean";
 import * as pulumi from "@pulumi/pulumi";
 import { AppRelease } from "./components/release";
 import { Certificate } from "./components/certificate";
+import { ContainerImage } from "./components/container";
 import { EgressRule, loadConfig, MANAGED_POSTGRES_PORT } from "./components/config";
 import { DropletDatabase } from "./components/database";
 import { Dns } from "./components/dns";
@@ -131,6 +132,10 @@ const managedDatabase = cfg.managed
   }, { dependsOn: [host] })
   : undefined;
 const database = dropletDatabase ?? managedDatabase;
+// Runtime docker: Docker Engine on the droplet and the app's image built there.
+const container = cfg.runtime === "docker"
+  ? new ContainerImage("container", { ...onServer, app: cfg.appName, sourceDir: cfg.appDir, deployUser: cfg.deployUser }, { dependsOn: [host] })
+  : undefined;
 const release = new AppRelease("app", {
   ...onServer,
   app: cfg.appName,
@@ -152,7 +157,9 @@ const release = new AppRelease("app", {
   keepReleases: cfg.keepReleases,
   deployUser: cfg.deployUser,
   triggeredBy: `pulumi:${stack}`,
-}, { dependsOn: [host, site, ...(volume ? [volume] : []), ...(database ? [database] : [])] });
+  image: container?.imageName,
+  containerMemory: cfg.containerMemory,
+}, { dependsOn: [host, site, ...(volume ? [volume] : []), ...(database ? [database] : []), ...(container ? [container] : [])] });
 
 export const ipv4Address = server.ipv4Address;
 export const ipv6Address = server.ipv6Address;

@@ -311,6 +311,11 @@ export const schema = z.object({
   appName: str(/^[a-z][a-z0-9-]{0,30}$/, "a short lower-case name", '"shop"').default("app"),
   /** Folder with the app's source, relative to the project. */
   appSource: text((v) => v.length > 0 && !v.includes("\0"), "a folder path", '"app"', 4096).default("app"),
+  /** How the app runs: python (gunicorn under supervisor, a virtualenv per release) or docker (the app folder's Dockerfile, built on the droplet). */
+  runtime: z.enum(["python", "docker"], { errorMap: () => ({ message: 'expected "python" or "docker", e.g. "docker" for an app folder with a Dockerfile' }) }).default("python"),
+  /** Memory limit of the app's container in MiB (runtime docker). */
+  containerMemory: z.number({ invalid_type_error: "expected MiB as a whole number, e.g. 512" })
+    .int("expected MiB as a whole number, e.g. 512").min(64, "expected at least 64 MiB, e.g. 512").max(262144, "expected at most 262144 MiB, e.g. 512").default(512),
   /** WSGI target as module:callable (a factory as module:create_app()). */
   wsgi: str(WSGI_RE, "a WSGI target module:callable", '"app:app" or "shop.wsgi:create_app()"', 1024).default("app:app"),
   /** gunicorn workers; unset means 2 x CPUs + 1 on the server. */
@@ -523,6 +528,13 @@ function appSourceProblems(s: Settings, projectDir: string): string[] {
   const refused = findFolder(appDir, REFUSED_IN_APP);
   if (refused) {
     return [`${key}: ${JSON.stringify(s.appSource)} contains ${refused}/, which must not reach the server (${REFUSED_IN_APP.join(", ")}: repository history, Node or local Python packages; the server builds its own virtualenv); move it out or point ${key} at a folder without it, e.g. "app"`];
+  }
+  if (s.runtime === "docker") {
+    const dockerfile = path.join(appDir, "Dockerfile");
+    if (!fs.existsSync(dockerfile) || !fs.statSync(dockerfile).isFile()) {
+      return [`${NAMESPACE}:runtime: "docker" needs a Dockerfile in ${s.appSource}/ (looked for ${dockerfile}); add one (see the README's Dockerfile contract) or set ${NAMESPACE}:runtime to "python"`];
+    }
+    return [];
   }
   if (!wsgiModuleFile(appDir, s.wsgi)) {
     const mod = s.wsgi.split(":")[0];

@@ -164,6 +164,16 @@ export function renderCheckScript(): string {
   return readRemoteFile("templates/dropstack-check.sh");
 }
 
+/** Docker's daemon settings (runtime docker): no firewall rules of its own, no bridge, journald logs, no new privileges. */
+export function renderDockerDaemon(): string {
+  return readRemoteFile("templates/docker-daemon.json");
+}
+
+/** The loader every container command runs through: adds env.json to the environment, then runs the command. */
+export function renderEnvExec(): string {
+  return readRemoteFile("templates/env-exec.py");
+}
+
 /** The deploy hook certbot runs after a renewal. */
 export function renderRenewHook(): string {
   return readRemoteFile("templates/renew-hook.sh");

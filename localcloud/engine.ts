@@ -11,6 +11,8 @@
 //     PostgreSQL server on this host with TLS and passwords, reached from the VMs at its private
 //     address; its firewall's trusted sources are the only entries in pg_hba (managedPostgres.ts).
 //   - getVpc: every droplet is in one VPC, qemu's user network.
+//   - docker provider / Image: the image is built on the droplet's Docker, reached as the provider
+//     says (ssh://user@address, its key and known_hosts files), the base image imported (docker.ts).
 //   - local run (command:local:run, the program's drift check): the command runs on this host, as
 //     the provider runs it (sh -c, the given environment and stdin); a non-zero exit fails it.
 //   - remote Command / CopyToRemote: executed over SSH with the given connection, stdin and
@@ -28,6 +30,7 @@ import { MANAGED_POSTGRES_PORT } from "../components/config";
 import { folderHash } from "../components/shell";
 import { runProgram, RunResult } from "./program";
 import { Pebble } from "./acme";
+import { buildImage, providerConnection } from "./docker";
 import { isRunning, registerProcess, stopProcess } from "./processes";
 import { sftpWriteDir, sshExec, SshConnection, waitForSshLogin } from "./ssh";
 import { run } from "./util";
@@ -272,7 +275,7 @@ export class LocalCloud {
       op = !stored ? "create" : stored.triggersHash !== triggersHash || this.replacesOnChange(args.type, stored, inputs) ? "replace" : "update";
       this.log(`  ${op === "create" ? "+" : op === "replace" ? "+-" : "~"} ${args.type} ${args.name} ${op}...`);
       try {
-        res = await this.perform(args.type, args.name, inputs, op, stored);
+        res = await this.perform(args.type, args.name, inputs, op, stored, args.provider);
       } catch (e) {
         this.log(`  ** ${args.type} ${args.name} ${op} failed after ${((Date.now() - started) / 1000).toFixed(1)}s`);
         throw e;
@@ -309,8 +312,18 @@ export class LocalCloud {
     if (type === CLUSTER) await managedPg.ensureClusterRunning(clusterOf(stored), (m) => this.log(m));
   }
 
-  private async perform(type: string, name: string, inputs: Inputs, op: StepRecord["op"], stored?: StoredResource): Promise<{ id: string; outputs: Inputs }> {
+  private async perform(type: string, name: string, inputs: Inputs, op: StepRecord["op"], stored?: StoredResource, provider?: string): Promise<{ id: string; outputs: Inputs }> {
     switch (type) {
+      case "pulumi:providers:docker":
+        return { id: stored?.id ?? sha(name).slice(0, 12), outputs: { ...inputs } };
+      case "docker:index/image:Image": {
+        // (a provider reference is "<urn>::<id>", the urn ending in "::<name>")
+        const parts = String(provider ?? "").split("::");
+        const dockerProvider = this.state.resources[key("pulumi:providers:docker", parts[parts.length - 2] ?? "")];
+        if (!dockerProvider) throw new Error(`local cloud: ${name} needs its docker provider (got ${JSON.stringify(provider)})`);
+        const outputs = await buildImage(providerConnection(dockerProvider.outputs), inputs, (m) => this.log(m));
+        return { id: String(outputs.imageId ?? inputs.imageName), outputs };
+      }
       case "tls:index/privateKey:PrivateKey":
         return this.createKeyPair(name, inputs);
       case "digitalocean:index/sshKey:SshKey": {

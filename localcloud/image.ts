@@ -243,13 +243,13 @@ async function buildImage(finalDir: string, log: Logger): Promise<void> {
   log(`image: built ${finalDir} in ${formatDuration(Date.now() - start)}`);
 }
 
-async function debootstrap(rootfs: string, buildLog: string, onLine: (line: string) => void): Promise<void> {
+async function debootstrap(rootfs: string, buildLog: string, onLine: (line: string) => void, variant?: "minbase"): Promise<void> {
   const debCache = path.join(CACHE_ROOT, "debs");
   await fsp.mkdir(debCache, { recursive: true });
   const args = [
     `--arch=${ARCH}`,
     `--cache-dir=${debCache}`,
-    `--include=${PACKAGES.join(",")}`,
+    ...(variant ? [`--variant=${variant}`] : [`--include=${PACKAGES.join(",")}`]),
     SUITE,
     rootfs,
     MIRROR,
@@ -320,4 +320,44 @@ async function removeTree(dir: string): Promise<void> {
     .sort((a, b) => b.length - a.length);
   for (const mount of mounts) await run("umount", ["-l", mount], { allowFailure: true });
   await fsp.rm(dir, { recursive: true, force: true });
+}
+
+/** The names the container base image is imported under (what a Dockerfile's FROM may name). */
+export const CONTAINER_BASE_NAMES = ["debian:bookworm", "debian:bookworm-slim"];
+
+/**
+ * The base image for containers on the local cloud, where no registry is reachable: a minimal
+ * Debian bookworm root filesystem (debootstrap's minbase, the same suite, mirror and apt sources
+ * as the droplet image), as a tar for `docker import`. Built once and cached like the disk image.
+ */
+export async function ensureContainerBase(log: Logger = noLog): Promise<string> {
+  const hash = createHash("sha256").update(JSON.stringify({ version: 1, suite: SUITE, arch: ARCH, mirror: MIRROR, sources: FILES[1] })).digest("hex").slice(0, 16);
+  const tar = path.join(CACHE_ROOT, `container-base-${hash}.tar`);
+  if (fs.existsSync(tar)) return tar;
+  await fsp.mkdir(CACHE_ROOT, { recursive: true });
+  const lockFile = `${tar}.lock`;
+  await acquireLock(lockFile, tar, log);
+  try {
+    if (fs.existsSync(tar)) return tar;
+    const tmpDir = `${tar}.tmp-${process.pid}`;
+    await removeTree(tmpDir);
+    await fsp.mkdir(tmpDir, { recursive: true });
+    const rootfs = path.join(tmpDir, "rootfs");
+    const buildLog = path.join(tmpDir, "build.log");
+    try {
+      await timed(log, "container base: debootstrap (minbase)", () => debootstrap(rootfs, buildLog, (l) => log(`container base | ${l}`), "minbase"));
+      await writeIntoRoot(rootfs, FILES[1]);
+      await writeIntoRoot(rootfs, { path: "/etc/resolv.conf", content: "", mode: 0o644 });
+      await run("chroot", [rootfs, "/bin/sh", "-euc", "apt-get clean && rm -rf /var/lib/apt/lists/* /var/log/*.log /var/log/apt/* /tmp/*"], { logFile: buildLog });
+      await run("tar", ["--numeric-owner", "-C", rootfs, "-cf", `${tar}.part`, "."], { logFile: buildLog });
+      await fsp.rename(`${tar}.part`, tar);
+    } catch (err) {
+      throw new Error(`building the local cloud's container base failed: ${(err as Error).message}\n--- build log (last 40 lines) ---\n${tailFile(buildLog, 40)}`);
+    } finally {
+      await removeTree(tmpDir);
+    }
+  } finally {
+    await fsp.rm(lockFile, { force: true });
+  }
+  return tar;
 }

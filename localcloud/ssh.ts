@@ -20,6 +20,8 @@ export interface SshConnection {
 
 export interface ExecOptions {
   stdin?: string;
+  /** A local file streamed to the command's stdin instead (large inputs: an image, a build context). */
+  stdinFile?: string;
   env?: Record<string, string>;
   /** Whole-command limit, connecting included. Default 10 minutes. */
   timeoutMs?: number;
@@ -153,7 +155,8 @@ function execOn(client: Client, conn: SshConnection, command: string, opts: Exec
         if (exited) resolve(result);
         else reject(new Error(`ssh ${target(conn)}: connection closed before "${command}" reported an exit status${outputTail(result)}`));
       });
-      stream.end(opts.stdin ?? "");
+      if (opts.stdinFile) fs.createReadStream(opts.stdinFile).on("error", () => stream.close()).pipe(stream);
+      else stream.end(opts.stdin ?? "");
     });
   });
 }

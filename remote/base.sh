@@ -79,7 +79,10 @@ write_file /usr/local/sbin/dropstack-switch 755 root:root "$V_SWITCH_SCRIPT"
 ensure_link dropstack-switch /usr/local/sbin/dropstack-rollback
 # The drift check: every file dropstack writes is listed in its step's manifest (remote/lib.sh).
 write_file /usr/local/sbin/dropstack-check 755 root:root "$V_CHECK_SCRIPT"
+# (runtime docker: each slot's container gets its socket directory, there again after a reboot)
 write_file "/etc/tmpfiles.d/dropstack-$app.conf" 644 root:root "d /run/dropstack-$app 0750 $app $app -
+d /run/dropstack-$app/blue 0770 $app $app -
+d /run/dropstack-$app/green 0770 $app $app -
 "
 if [ ! -d "/run/dropstack-$app" ] || [ "$WROTE" = 1 ]; then
   systemd-tmpfiles --create "/etc/tmpfiles.d/dropstack-$app.conf"

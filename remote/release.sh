@@ -20,6 +20,19 @@ done
 [[ $V_HEALTH_PATH =~ ^/[A-Za-z0-9._~/-]*$ ]] || die "bad health path"
 [[ $V_HEALTH_HOST =~ ^[a-z0-9.-]+$ ]] || die "bad health host"
 [[ -z $V_CLIENT_UPLOAD_DIR || $V_CLIENT_UPLOAD_DIR == "$V_UPLOAD_DIR-client" ]] || die "the client's upload must be next to the app's"
+# (runtime docker only: the image the program built on this server, and its memory limit)
+V_RUNTIME=${V_RUNTIME:-python}
+V_IMAGE=${V_IMAGE:-}
+V_CONTAINER_MEMORY=${V_CONTAINER_MEMORY:-512}
+case "$V_RUNTIME" in
+  python) [ -z "$V_IMAGE" ] || die "an image is only for runtime docker" ;;
+  # (the program tags the image it built on this server by the app folder's content hash)
+  docker)
+    [[ $V_IMAGE =~ ^dropstack/[a-z0-9-]+:[a-z0-9]{12,64}$ ]] || die "bad image name"
+    docker image inspect "$V_IMAGE" >/dev/null 2>&1 || die "image $V_IMAGE is not on this server (it is built before the release)" ;;
+  *) die "bad runtime" ;;
+esac
+[[ $V_CONTAINER_MEMORY =~ ^[0-9]{2,6}$ ]] || die "CONTAINER_MEMORY must be MiB"
 root=/srv/$app
 releases=$root/releases
 release=$releases/$id
@@ -73,9 +86,14 @@ if [ ! -f "$release/.dropstack-complete" ]; then
     [ -f "$V_CLIENT_UPLOAD_DIR/index.html" ] || die "uploaded client $V_CLIENT_UPLOAD_DIR has no index.html"
     cp -R "$V_CLIENT_UPLOAD_DIR" "$tmp/.client"
   fi
-  ensure_venv "$tmp"
-  ln -sfn "$VENV" "$tmp/.venv"
-  "$tmp/.venv/bin/python" -m compileall -q "$tmp" -x '/\.venv/' >/dev/null || true
+  if [ "$V_RUNTIME" = docker ]; then
+    # The app runs from its image; the folder keeps what nginx serves (static/, the client).
+    printf '%s\n' "$V_IMAGE" >"$tmp/.image"
+  else
+    ensure_venv "$tmp"
+    ln -sfn "$VENV" "$tmp/.venv"
+    "$tmp/.venv/bin/python" -m compileall -q "$tmp" -x '/\.venv/' >/dev/null || true
+  fi
   ln -sfn "$root/shared" "$tmp/shared"
   chown -R root:root "$tmp"
   chmod -R u=rwX,go=rX "$tmp"
@@ -103,6 +121,7 @@ health_status=$V_HEALTH_STATUS
 health_timeout=$V_HEALTH_TIMEOUT
 health_attempts=$V_HEALTH_ATTEMPTS
 keep_releases=$V_KEEP_RELEASES
+container_memory_mb=$V_CONTAINER_MEMORY
 "
 write_file "$state/release_command" 644 root:root "$V_RELEASE_COMMAND"
 # (releases before one settings file kept each setting in a file of its own)

@@ -2,7 +2,8 @@
 # Installed by dropstack as /usr/local/sbin/dropstack-switch (and dropstack-rollback).
 #
 # Puts a built release live without dropping a request: the release boots in the idle slot
-# (blue or green: a second gunicorn under supervisor, on its own unix socket) beside the live one,
+# (blue or green: a second gunicorn under supervisor, or with runtime docker a second container of
+# the release's image, on its own unix socket) beside the live one,
 # must pass the health check through its own socket, then one symlink, live -> slots/<slot> (the
 # slot's socket and its release, the built client included), is swapped atomically: nginx follows
 # it for every new upstream connection and every file, so the app and its client switch together
@@ -61,11 +62,11 @@ replace_link() {
   mv -Tf "$2.tmp" "$2"
 }
 
-# point_slot SLOT RELEASE-ID: slots/SLOT holds the slot's socket and its release. Only ever done to
-# a slot that is not live.
+# point_slot SLOT RELEASE-ID SOCKET: slots/SLOT holds the slot's socket and its release. Only ever
+# done to a slot that is not live.
 point_slot() {
   install -d -m 755 -o root -g root "$root/slots" "$root/slots/$1"
-  replace_link "$rundir/$1.sock" "$root/slots/$1/app.sock"
+  replace_link "$3" "$root/slots/$1/app.sock"
   replace_link "$releases/$2" "$root/slots/$1/release"
 }
 
@@ -86,16 +87,17 @@ audit() {
 # Microseconds since the epoch (bash's EPOCHREALTIME; the locale's decimal point is ".").
 now_us() { local t=$EPOCHREALTIME; echo "${t/./}"; }
 
-# record_programs SLOT-CONF: the live slot's supervisor program is the only entry of supervisor's
-# conf.d, recorded for dropstack-check in the manifest of the release step (which runs this switch;
-# its repair re-runs it). On a repair, any other entry is set aside (never deleted).
+# record_programs [SLOT-CONF]: the live slot's supervisor program (none with runtime docker) is the
+# only entry of supervisor's conf.d, recorded for dropstack-check in the manifest of the release step
+# (which runs this switch; its repair re-runs it). On a repair, any other entry is set aside (never
+# deleted).
 record_programs() {
   local dir=/etc/supervisor/conf.d manifests=/var/lib/dropstack/manifest entry aside tmp
   if [ "$repair" = 1 ]; then
     aside=/var/lib/dropstack/set-aside/$(date -u +%Y%m%dT%H%M%SZ)$dir
     for entry in "$dir"/* "$dir"/.[!.]*; do
       [ -e "$entry" ] || [ -L "$entry" ] || continue
-      [ "$entry" = "$1" ] && continue
+      [ "$entry" = "${1:-}" ] && continue
       mkdir -p "$aside"
       mv "$entry" "$aside/"
       supervisorctl update >/dev/null
@@ -105,8 +107,11 @@ record_programs() {
   mkdir -p /var/lib/dropstack
   [ -d "$manifests" ] || mkdir -m 700 "$manifests"
   tmp=$(mktemp "$manifests/.dropstack-switch.XXXXXX")
-  printf 'step dropstack-release\nrepair -\nfile %s %s %s\ndir %s\n' \
-    "$(sha256sum <"$1" | cut -d' ' -f1)" "$(stat -c '%a %U:%G' "$1")" "$1" "$dir" >"$tmp"
+  {
+    printf 'step dropstack-release\nrepair -\n'
+    [ -z "${1:-}" ] || printf 'file %s %s %s\n' "$(sha256sum <"$1" | cut -d' ' -f1)" "$(stat -c '%a %U:%G' "$1")" "$1"
+    printf 'dir %s\n' "$dir"
+  } >"$tmp"
   chmod 600 "$tmp"
   mv -f "$tmp" "$manifests/dropstack-switch"
 }
@@ -133,7 +138,7 @@ while [ $# -gt 0 ]; do
       slot=$(active_slot)
       current=$(release_of "$root/current")
       if [ ! -L "$root/live" ] && [ -n "$slot" ] && [ -n "$current" ]; then
-        point_slot "$slot" "$current"
+        point_slot "$slot" "$current" "$rundir/$slot.sock"
         replace_link "$root/slots/$slot" "$root/live"
         log "linked $root/live to slot $slot (release $current)"
         echo "changed=yes"
@@ -164,15 +169,37 @@ fi
 
 live_slot=$(active_slot)
 live_release=$(release_of "$root/current")
-if [ "$force" = 0 ] && [ "$live_release" = "$id" ] && [ -n "$live_slot" ] && supervisorctl status "$app-$live_slot" 2>/dev/null | grep -q RUNNING; then
+# A release built for runtime docker names its image (.image); one without runs under supervisor.
+# So a rollback may cross a change of runtime.
+runtime=python
+image=
+if [ -f "$release/.image" ]; then
+  runtime=docker
+  image=$(<"$release/.image")
+  docker image inspect "$image" >/dev/null 2>&1 || die "the image of release $id ($image) is no longer on this server"
+fi
+container_memory_mb=$(setting container_memory_mb 2>/dev/null || echo 512)
+container() { echo "dropstack-$app-$1"; }
+# slot_running SLOT: true when the slot's gunicorn (supervisor) or container runs.
+slot_running() {
+  if [ "$runtime" = docker ]; then
+    [ "$(docker inspect -f '{{.State.Status}}' "$(container "$1")" 2>/dev/null)" = running ]
+  else
+    supervisorctl status "$app-$1" 2>/dev/null | grep -q RUNNING
+  fi
+}
+if [ "$force" = 0 ] && [ "$live_release" = "$id" ] && [ -n "$live_slot" ] && slot_running "$live_slot"; then
   log "release $id is already live (slot $live_slot)"
-  [ -e /var/lib/dropstack/manifest/dropstack-switch ] || record_programs "/etc/supervisor/conf.d/dropstack-$app-$live_slot.conf"
+  if [ ! -e /var/lib/dropstack/manifest/dropstack-switch ]; then
+    if [ "$runtime" = docker ]; then record_programs; else record_programs "/etc/supervisor/conf.d/dropstack-$app-$live_slot.conf"; fi
+  fi
   echo "live=$id slot=$live_slot changed=no"
   exit 0
 fi
 new_slot=blue
 [ "$live_slot" = blue ] && new_slot=green
 socket=$rundir/$new_slot.sock
+[ "$runtime" = python ] || socket=$rundir/$new_slot/app.sock
 slot_conf=/etc/supervisor/conf.d/dropstack-$app-$new_slot.conf
 slot_log=$root/shared/log/$new_slot.log
 
@@ -182,9 +209,17 @@ health_status=$(setting health_status)
 health_timeout=$(setting health_timeout)
 health_attempts=$(setting health_attempts)
 
+# stop_slot SLOT: stops what runs in the slot, a supervisor program or a container (after a change of
+# runtime the old slot runs the other kind), each gracefully: in-flight requests finish.
 stop_slot() {
-  rm -f "/etc/supervisor/conf.d/dropstack-$app-$1.conf"
-  supervisorctl update >/dev/null
+  if [ -e "/etc/supervisor/conf.d/dropstack-$app-$1.conf" ]; then
+    rm -f "/etc/supervisor/conf.d/dropstack-$app-$1.conf"
+    supervisorctl update >/dev/null
+  fi
+  if command -v docker >/dev/null && docker inspect "$(container "$1")" >/dev/null 2>&1; then
+    docker stop -t 30 "$(container "$1")" >/dev/null 2>&1 || true
+    docker rm -f "$(container "$1")" >/dev/null 2>&1 || true
+  fi
 }
 
 # The first Python traceback in a log, from its "Traceback" line through the exception line: the
@@ -199,6 +234,7 @@ first_traceback() {
 
 fail() {
   local cause
+  if [ "$runtime" = docker ]; then docker logs --tail 200 "$(container "$new_slot")" >"$slot_log" 2>&1 || true; fi
   stop_slot "$new_slot"
   audit failed
   cause=$(first_traceback "$slot_log")
@@ -211,7 +247,33 @@ $(tail -n 40 "$slot_log" 2>/dev/null || true)"
 }
 
 # ---- release command (e.g. migrations), in the new release with the app's environment
-if [ "$run_release_command" = 1 ] && [ -s "$state/release_command" ]; then
+# docker_flags SLOT: how every container of the app runs: as the app's user, on the host's network
+# (its firewall applies; nothing is published), no capabilities, no new privileges, a read-only root
+# with a private /tmp, the memory limit, logs to journald; the environment is a read-only file that
+# the loader reads (never an -e value, never in `docker inspect`).
+docker_flags() {
+  flags=(--user "$(id -u "$app"):$(id -g "$app")" --network host --cap-drop ALL --security-opt no-new-privileges
+    --read-only --tmpfs "/tmp:rw,nosuid,nodev,size=64m" --memory "${container_memory_mb}m" --memory-swap "${container_memory_mb}m"
+    --log-driver journald --log-opt "tag=$(container "$1")"
+    -v "$root/shared/env.json:/run/dropstack/env.json:ro" -v /usr/local/lib/dropstack/env-exec:/run/dropstack/env-exec:ro
+    -v "$root/shared/data:/run/dropstack/data"
+    -e HOME=/tmp -e LANG=C.UTF-8 -e PYTHONUNBUFFERED=1 -e "DROPSTACK_RELEASE=$id" -e "DROPSTACK_SLOT=$1" -e DROPSTACK_DATA_DIR=/run/dropstack/data
+    --entrypoint python3)
+  if [ -d /var/run/postgresql ]; then flags+=(-v /var/run/postgresql:/var/run/postgresql); fi
+}
+
+if [ "$run_release_command" = 1 ] && [ -s "$state/release_command" ] && [ "$runtime" = docker ]; then
+  log "running the release command in $id (image $image)"
+  docker_flags "$new_slot"
+  if ! output=$(docker run --rm --name "$(container "$new_slot")-release-command" "${flags[@]}" \
+      -v "$state/release_command:/run/dropstack/release-command:ro" \
+      "$image" /run/dropstack/env-exec '["sh", "/run/dropstack/release-command"]' 2>&1); then
+    audit failed
+    die "the release command failed in release $id:
+$output
+release $id was NOT switched live; ${live_release:-nothing} keeps serving."
+  fi
+elif [ "$run_release_command" = 1 ] && [ -s "$state/release_command" ]; then
   log "running the release command in $id"
   if ! output=$(cd "$release" && runuser -u "$app" -- env PATH="$release/.venv/bin:/usr/local/bin:/usr/bin:/bin" \
       "$release/.venv/bin/python" -c 'import json, os, sys
@@ -227,14 +289,29 @@ release $id was NOT switched live; ${live_release:-nothing} keeps serving."
 fi
 
 # ---- boot the new slot beside the live one
-sed -e "s#@SLOT@#$new_slot#g" -e "s#@RELEASE@#$id#g" "$state/supervisor-slot.conf" >"$slot_conf.tmp"
-mv -f "$slot_conf.tmp" "$slot_conf"
 : >"$slot_log.tmp" && chown "$app:$app" "$slot_log.tmp" && mv -f "$slot_log.tmp" "$slot_log"
 rm -f "$socket"
-point_slot "$new_slot" "$id"
+point_slot "$new_slot" "$id" "$socket"
 boot_started=$(now_us)
-supervisorctl update >/dev/null
-supervisorctl start "$app-$new_slot" >/dev/null 2>&1 || true
+if [ "$runtime" = docker ]; then
+  # The image's own command (entrypoint + cmd) runs through the environment loader. Restarted by
+  # Docker when it exits (and after a reboot), stopped only by a switch.
+  # (one JSON document per line: JSON has no raw newline inside a string)
+  command_json=$(docker image inspect --format '{{json .Config.Entrypoint}}{{"\n"}}{{json .Config.Cmd}}' "$image" \
+    | python3 -c 'import json, sys; e, c = sys.stdin.read().split("\n")[:2]; print(json.dumps((json.loads(e) or []) + (json.loads(c) or [])))')
+  [ "$command_json" != "[]" ] || fail "image $image has no CMD or ENTRYPOINT: the Dockerfile must say how the app starts"
+  install -d -m 770 -o "$app" -g "$app" "$rundir/$new_slot"
+  docker rm -f "$(container "$new_slot")" >/dev/null 2>&1 || true
+  docker_flags "$new_slot"
+  docker run -d --name "$(container "$new_slot")" --restart unless-stopped --stop-timeout 30 "${flags[@]}" \
+    -v "$rundir/$new_slot:/run/dropstack/socket" "$image" /run/dropstack/env-exec "$command_json" >/dev/null \
+    || fail "docker could not start a container of image $image"
+else
+  sed -e "s#@SLOT@#$new_slot#g" -e "s#@RELEASE@#$id#g" "$state/supervisor-slot.conf" >"$slot_conf.tmp"
+  mv -f "$slot_conf.tmp" "$slot_conf"
+  supervisorctl update >/dev/null
+  supervisorctl start "$app-$new_slot" >/dev/null 2>&1 || true
+fi
 
 # Sets `died` to why the new slot's gunicorn is gone ("" while it runs). Until it has a pid,
 # supervisor's status says whether it exited (BACKOFF, EXITED, FATAL); from then on `kill -0` on
@@ -245,6 +322,14 @@ died=
 check_slot() {
   local line state
   died=
+  if [ "$runtime" = docker ]; then
+    state=$(docker inspect -f '{{.State.Status}} {{.State.ExitCode}} {{.RestartCount}}' "$(container "$new_slot")" 2>/dev/null || echo "gone")
+    case "$state" in
+      running\ *\ 0) ;;
+      *) died="its container is ${state%% *} (exit code and restarts: ${state#* })" ;;
+    esac
+    return 0
+  fi
   if [ -n "$first_pid" ]; then
     kill -0 "$first_pid" 2>/dev/null || died="its master process (pid $first_pid) exited"
     return 0
@@ -262,7 +347,7 @@ started=$SECONDS
 for attempt in $(seq 1 "$health_attempts"); do
   check_slot
   if [ -n "$died" ]; then
-    fail "the new slot's gunicorn exited $((SECONDS - started)) s after it started, before it passed the health check ($((attempt - 1)) of $health_attempts checks made; $died): it crashed at start, e.g. an import error"
+    fail "the new slot's $([ "$runtime" = docker ] && echo container || echo gunicorn) exited $((SECONDS - started)) s after it started, before it passed the health check ($((attempt - 1)) of $health_attempts checks made; $died): it crashed at start, e.g. an import error"
   fi
   check_started=$(now_us)
   code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time "$health_timeout" --unix-socket "$socket" \
@@ -291,7 +376,7 @@ log "release $id is live on slot $new_slot"
 if [ -n "$live_slot" ]; then
   stop_slot "$live_slot"
 fi
-record_programs "$slot_conf"
+if [ "$runtime" = docker ]; then record_programs; else record_programs "$slot_conf"; fi
 audit ok "boot_ms=$boot_ms" "check_ms=$check_ms"
 
 # ---- keep `keep_releases` releases: the live one, the previous one, then the newest others
@@ -303,6 +388,13 @@ while read -r r; do
   [ -n "$r" ] || continue
   if [ "$r" = "$id" ] || [ "$r" = "$previous" ]; then continue; fi
   if [ "$others" -gt 0 ]; then others=$((others - 1)); continue; fi
+  # (its image goes with it, unless a kept release runs the same one)
+  if [ -f "$releases/$r/.image" ]; then
+    old_image=$(<"$releases/$r/.image")
+    if [ "$(grep -lxF -- "$old_image" "$releases"/*/.image 2>/dev/null | wc -l)" -le 1 ]; then
+      if docker image rm "$old_image" >/dev/null 2>&1; then log "removed the image of release $r ($old_image)"; fi
+    fi
+  fi
   rm -rf "${releases:?}/$r"
   log "removed old release $r"
 done < <(list_releases)

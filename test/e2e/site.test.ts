@@ -415,10 +415,10 @@ describe("end to end on the local cloud", function () {
     marker: appVersion,
   });
   /** Runs `action` while one client keeps requesting over a kept-alive connection. */
-  async function underLoad<T>(action: () => Promise<T>): Promise<{ result?: T; error?: unknown; outcomes: Outcome[] }> {
+  async function underLoad<T>(action: () => Promise<T>, on: LoadTarget = target()): Promise<{ result?: T; error?: unknown; outcomes: Outcome[] }> {
     let finish!: () => void;
     const stop = new Promise<void>((r) => (finish = r));
-    const load = closedLoop(target(), stop, { connections: 1 });
+    const load = closedLoop(on, stop, { connections: 1 });
     let result: T | undefined;
     let error: unknown;
     try {
@@ -642,8 +642,10 @@ os.execvpe("psql", ["psql", "-X", "-At", "-c", "SELECT ssl FROM pg_stat_ssl WHER
   });
 
   // Last: from here on / is the client's and the app answers under /api only.
+  /** The built client, from the client test on (a copy the tests may edit). */
+  let client = "";
   it("serves a built client at / and the API under /api from one release folder; both switch together with no failed request", async () => {
-    const client = path.join(session.work, "client");
+    client = path.join(session.work, "client");
     fs.cpSync(path.join(PROJECT_DIR, "client"), client, { recursive: true });
     const indexHtml = path.join(client, "index.html");
     const editClient = (from: string, to: string) => fs.writeFileSync(indexHtml, fs.readFileSync(indexHtml, "utf8").replace(`client version: ${from}`, `client version: ${to}`));
@@ -701,4 +703,119 @@ os.execvpe("psql", ["psql", "-X", "-At", "-c", "SELECT ssl FROM pg_stat_ssl WHER
     }
     measured.push(["requests during the v4 -> v5 release (client and API)", `${pages.length} + ${apis.length} (failed: 0)`]);
   });
+
+  // Runtime docker, last: the same droplet, app, data and client, the app now from its Dockerfile.
+  const apiTarget = (): LoadTarget => ({ ...target(), path: "/api/version", marker: (b) => String(JSON.parse(b).version) });
+  const DOCKER = { runtime: "docker" };
+  const dockerConfig = () => e2eConfig({ keepReleases: 2, ...later, ...MANAGED, clientSource: client, ...DOCKER });
+  const dockerfile = () => path.join(appDir, "Dockerfile");
+  /** What the tests read of `docker inspect`. */
+  interface Inspect {
+    Config: { User: string };
+    State: { Pid: number };
+    Mounts: unknown[];
+    HostConfig: { Privileged: boolean; ReadonlyRootfs: boolean; NetworkMode: string; CapDrop: string[]; RestartPolicy: { Name: string }; LogConfig: { Type: string }; Memory: number; PortBindings?: Record<string, unknown> };
+  }
+  const container = async () => {
+    const name = (await onServer("sudo docker ps --filter name=dropstack-app- --format '{{.Names}}'")).trim();
+    assert.match(name, /^dropstack-app-(blue|green)$/, "one container runs");
+    return { name, inspect: (JSON.parse(await onServer(`sudo docker inspect ${name}`)) as Inspect[])[0] };
+  };
+
+  it("moves the app to runtime docker: Docker from Debian, the image built on the droplet, released blue/green with no failed request", async () => {
+    cloud.configure(dockerConfig());
+    editApp('VERSION = "v5"', 'VERSION = "v6"');
+    const t = Date.now();
+    const { result: up, error, outcomes } = await underLoad(() => cloud.up(), apiTarget());
+    assert.ok(up, `up failed: ${error}`);
+    measured.push(["up that moves the app to runtime docker (engine, base image, build, release)", `${((Date.now() - t) / 1000).toFixed(1)} s`]);
+    const ran = up.steps.filter((x) => x.op !== "same").map((x) => x.name).sort();
+    for (const name of ["app-release", "container-docker", "container-engine", "container-image"]) assert.ok(ran.includes(name), `${name} ran: ${ran.join(", ")}`);
+    assert.strictEqual(up.steps.find((x) => x.name === "server-droplet")?.op, "same", "the droplet is not replaced");
+    assert.strictEqual(failures(outcomes).length, 0, describeFailures(outcomes));
+    assert.deepStrictEqual(markerRuns(outcomes), ["v5", "v6"]);
+    assert.strictEqual((await onServer("sudo supervisorctl status || true")).trim(), "", "the python slot is stopped");
+    const { inspect } = await container();
+    const uid = (await onServer("id -u app")).trim();
+    assert.strictEqual(inspect.Config.User, `${uid}:${(await onServer("id -g app")).trim()}`, "the app's own user, not root");
+    assert.notStrictEqual(uid, "0");
+    assert.strictEqual(inspect.HostConfig.Privileged, false);
+    assert.strictEqual(inspect.HostConfig.ReadonlyRootfs, true);
+    assert.strictEqual(inspect.HostConfig.NetworkMode, "host");
+    assert.deepStrictEqual(inspect.HostConfig.CapDrop, ["ALL"]);
+    assert.strictEqual(inspect.HostConfig.RestartPolicy.Name, "unless-stopped");
+    assert.strictEqual(inspect.HostConfig.LogConfig.Type, "journald");
+    assert.strictEqual(inspect.HostConfig.Memory, 512 * 1024 * 1024);
+    assert.ok(!JSON.stringify(inspect.Mounts).includes("docker.sock"), "no Docker socket in the container");
+    assert.deepStrictEqual(inspect.HostConfig.PortBindings ?? {}, {}, "nothing published");
+    // the data, the client and the API: all still there
+    assert.deepStrictEqual(JSON.parse((await curl(`https://${LOCAL_FQDN}/api/version`)).body), { version: "v6" });
+    assert.match((await curl(`https://${LOCAL_FQDN}/`)).body, /client version: v5</);
+    assert.ok((await notes()).includes("written to the managed database"), "the managed database's notes");
+  });
+
+  it("keeps secrets out of docker inspect and the journal, delivers them byte for byte, and opens nothing but 22, 80 and 443", async () => {
+    const expected = createHash("sha256").update(SECRET, "utf8").digest("hex");
+    const direct = JSON.parse(await onServer(`sudo curl -sS --unix-socket "$(readlink -f /srv/app/live/app.sock)" -H 'Host: ${LOCAL_FQDN}' http://localhost/debug/secret-sha256`));
+    assert.strictEqual(direct.sha256, expected, "the container's SECRET_PROBE is the secret byte for byte");
+    const { name } = await container();
+    assert.strictEqual((await onServer(`sudo bash -c 'p=$(cat); docker inspect ${name} | grep -cF -- "$p" || true'`, CANARY)).trim(), "0", "the secret is in docker inspect");
+    assert.strictEqual((await leaksOf(CANARY)).trim(), "0", "the secret is in a log or file");
+    assert.strictEqual((await onServer(`sudo bash -c 'p=$(cat); grep -rlF -- "$p" /var/lib/docker/containers || true'`, CANARY)).trim(), "", "the secret is in a container's stored configuration");
+    assert.strictEqual((await onServer("sudo nft list tables")).trim(), "table inet dropstack", "Docker added no firewall rules");
+    const out = await onServer("sudo ss -Hltn");
+    const publicPorts = out.trim().split("\n").map((l) => l.trim().split(/\s+/)[3]).filter((a) => !/^(127\.|\[::1\]|::1)/.test(a)).map((a) => Number(a.slice(a.lastIndexOf(":") + 1)));
+    assert.deepStrictEqual([...new Set(publicPorts)].sort((a, b) => a - b), [22, 80, 443], out);
+  });
+
+  it("brings a killed container back by itself", async () => {
+    const { name, inspect } = await container();
+    const t = Date.now();
+    await onServer(`sudo kill -9 ${inspect.State.Pid}`);
+    await waitUntil("Docker restarting the killed container", 120_000, async () => {
+      const state = (await onServer(`sudo docker inspect -f '{{.State.Status}} {{.RestartCount}}' ${name}`)).trim();
+      return /^running [1-9]/.test(state) ? state : undefined;
+    }, { intervalMs: 500 });
+    await waitUntil("the API answering again", 120_000, async () => ((await curl(`https://${LOCAL_FQDN}/api/version`)).code === 200 ? true : undefined), { intervalMs: 500 });
+    measured.push(["site back after kill -9 of the container's gunicorn", `${((Date.now() - t) / 1000).toFixed(1)} s`]);
+  });
+
+  it("refuses a Dockerfile that fails to build and a container that fails its health check; v6 keeps serving", async () => {
+    const original = fs.readFileSync(dockerfile(), "utf8");
+    fs.writeFileSync(dockerfile(), `${original}RUN echo "this build breaks here" && false\n`);
+    const broken = await underLoad(() => cloud.up(), apiTarget());
+    fs.writeFileSync(dockerfile(), original);
+    assert.ok(broken.error, "the up must fail");
+    assert.match(String(broken.error), /docker build of dropstack\/app:[0-9a-f]{12} failed[\s\S]*this build breaks here/);
+    assert.strictEqual(failures(broken.outcomes).length, 0, describeFailures(broken.outcomes));
+    assert.deepStrictEqual(markerRuns(broken.outcomes), ["v6"]);
+
+    editApp('return jsonify(status="ok", version=VERSION)', 'return jsonify(status="broken"), 500');
+    editApp('VERSION = "v6"', 'VERSION = "v7"');
+    const unhealthy = await underLoad(() => cloud.up(), apiTarget());
+    assert.match(String(unhealthy.error), /was NOT switched live/);
+    assert.match(String(unhealthy.error), /health check failed/);
+    assert.strictEqual(failures(unhealthy.outcomes).length, 0, describeFailures(unhealthy.outcomes));
+    assert.deepStrictEqual(markerRuns(unhealthy.outcomes), ["v6"], "v6 keeps serving");
+    editApp('return jsonify(status="broken"), 500', 'return jsonify(status="ok", version=VERSION)');
+    assert.strictEqual((await onServer("sudo docker ps -q --filter name=dropstack-app- | wc -l")).trim(), "1", "the refused container is gone");
+  });
+
+  it("releases v7 and rolls back to v6 with dropstack-rollback through the same health gate, no failed request", async () => {
+    const { result: up, error, outcomes } = await underLoad(() => cloud.up(), apiTarget());
+    assert.ok(up, `up failed: ${error}`);
+    assert.strictEqual(failures(outcomes).length, 0, describeFailures(outcomes));
+    assert.deepStrictEqual(markerRuns(outcomes), ["v6", "v7"]);
+    const t = Date.now();
+    const back = await underLoad(() => onServer("sudo dropstack-rollback"), apiTarget());
+    assert.ok(back.result !== undefined, `rollback failed: ${back.error}`);
+    measured.push(["container rollback v7 -> v6", `${((Date.now() - t) / 1000).toFixed(1)} s`]);
+    assert.strictEqual(failures(back.outcomes).length, 0, describeFailures(back.outcomes));
+    assert.deepStrictEqual(markerRuns(back.outcomes), ["v7", "v6"]);
+    // keepReleases 2: the images of the releases removed went with them
+    const images = (await onServer("sudo docker image ls --format '{{.Repository}}:{{.Tag}}' dropstack/app")).trim().split("\n").sort();
+    const kept = (await onServer("cat /srv/app/releases/*/.image 2>/dev/null || true")).trim().split("\n").filter(Boolean).sort();
+    assert.deepStrictEqual(images, kept, "only kept releases' images stay");
+  });
 });
+

@@ -229,6 +229,11 @@ const BAD: [string, Record<string, unknown>, string, RegExp][] = [
   ["an API prefix of /", { clientSource: CLIENT, apiPrefix: "/" }, "apiPrefix", /a URL path prefix such as \/api/],
   ["an API prefix that takes nginx's /static", { clientSource: CLIENT, apiPrefix: "/static" }, "apiPrefix", /overlaps \/static/],
   ["an API prefix over the ACME challenges", { clientSource: CLIENT, apiPrefix: "/.well-known/acme-challenge" }, "apiPrefix", /overlaps \/\.well-known/],
+  // runtime docker
+  ["an unknown runtime", { runtime: "podman" }, "runtime", /expected "python" or "docker"/],
+  ["runtime docker for an app folder without a Dockerfile", { runtime: "docker", appSource: "client" }, "runtime", /needs a Dockerfile in client\/ .*or set dropstack:runtime to "python"/],
+  ["a container memory limit below 64 MiB", { runtime: "docker", containerMemory: 16 }, "containerMemory", /at least 64 MiB/],
+  ["a container memory limit in a string", { runtime: "docker", containerMemory: "1g" }, "containerMemory", /MiB as a whole number, e.g. 512/],
 ];
 
 describe("config validation", () => {

@@ -11,7 +11,7 @@ import {
 } from "../../components/render";
 import { encodeValues, readRemoteFile, renderTemplate, scriptText, shellQuote, stepCommand } from "../../components/shell";
 
-const STEPS = ["wait-ready", "base", "reboot", "certificate", "site", "release"];
+const STEPS = ["wait-ready", "base", "reboot", "certificate", "site", "release", "docker"];
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "dropstack-render-"));
 
 function requireTool(tool: string): void {

@@ -446,7 +446,8 @@ function checkPolicyPack(wf: Workflow): void {
 /**
  * The drift check: nightly and by hand, never on a push or pull request; for every stack, the CLI
  * (installed by the action, which runs no command itself) runs `refresh --preview-only
- * --expect-no-changes` with the stack's credentials from secrets, and a difference goes to the run summary.
+ * --expect-no-changes` with the stack's credentials from secrets, then `preview --expect-no-changes` (the
+ * program reads the server's own check: a hand edit shows as a step to re-run); a difference goes to the run summary.
  */
 function checkDrift(wf: Workflow): void {
   assert.deepStrictEqual(Object.keys(triggers(wf)).sort(), ["schedule", "workflow_dispatch"]);
@@ -461,6 +462,11 @@ function checkDrift(wf: Workflow): void {
   assert.deepStrictEqual(resolveStacks(job, refresh.env?.STACK, "the refresh step's STACK").sort(), STACK_FILES, "every stack is checked");
   const env = { ...wf.env, ...job.env, ...refresh.env };
   for (const name of SECRET_ENV) assert.ok(isSecretRef(env[name], name), `${name} must come from secrets for the refresh`);
+  const preview = (job.steps ?? []).slice(steps[0].index + 1).find((s) => /\bpulumi preview\b/.test(s.run ?? ""));
+  assert.ok(preview, "a step runs pulumi preview: the server's own check (hand edits) shows there");
+  for (const flag of ["--expect-no-changes", "--stack \"$STACK\""]) assert.ok((preview.run ?? "").includes(flag), `pulumi preview runs with ${flag}`);
+  assert.match(preview.run ?? "", /\$GITHUB_STEP_SUMMARY/, "what would change goes to the run summary");
+  assert.deepStrictEqual(resolveStacks(job, preview.env?.STACK, "the preview step's STACK").sort(), STACK_FILES, "every stack's server is checked");
 }
 
 // ---- the checks can fail ----------------------------------------------------------------
@@ -482,6 +488,8 @@ describe("workflow checks catch broken workflows", () => {
     ["a drift check through the action's refresh (which writes the state)", DRIFT, (wf) => { pulumiStep(wf).with = { command: "refresh", "stack-name": "${{ vars.PULUMI_ORG }}/${{ matrix.stack }}" }; }, checkDrift],
     ["a drift check without --expect-no-changes", DRIFT, (wf) => { const s = wf.jobs.drift.steps!.find((x) => /pulumi refresh/.test(x.run ?? ""))!; s.run = s.run!.replace(" --expect-no-changes", ""); }, checkDrift],
     ["a drift check on one stack only", DRIFT, (wf) => { wf.jobs.drift.strategy!.matrix!.stack = ["prod"]; }, checkDrift],
+    ["a drift check without the server's check (no preview)", DRIFT, (wf) => { wf.jobs.drift.steps = wf.jobs.drift.steps!.filter((x) => !/pulumi preview/.test(x.run ?? "")); }, checkDrift],
+    ["a server check that accepts changes", DRIFT, (wf) => { const x = wf.jobs.drift.steps!.find((y) => /pulumi preview/.test(y.run ?? ""))!; x.run = x.run!.replace(" --expect-no-changes", ""); }, checkDrift],
     ["pulumi up on pull_request", PR, (wf) => { pulumiStep(wf).with!.command = "up"; }, checkNoMutationOnPullRequest],
     ["a script running pulumi up on pull_request", PR, (wf) => { wf.jobs.preview.steps!.push({ run: "pulumi up --yes" }); }, checkNoMutationOnPullRequest],
     ["a deploy workflow triggered by pull_request", STAGING, (wf) => { (wf.on as Dict).pull_request = null; }, checkNoMutationOnPullRequest],
