@@ -602,9 +602,12 @@ describe("end to end on the local cloud", function () {
 
   /** The managed database as the local cloud runs it: Debian's PostgreSQL 15 on this host. */
   const MANAGED = { database: "managed", databaseVersion: "15" };
+  /** Settings the suite has moved the stack to so far (the managed database, the client): the tests after keep them. */
+  const moved: Record<string, unknown> = {};
 
   it("moves the app to managed PostgreSQL (a server on this host): the seed restored there, TLS, only the droplet trusted, the password in no log", async () => {
     cloud.configure(e2eConfig({ keepReleases: 2, ...later, ...MANAGED }));
+    Object.assign(moved, MANAGED);
     const t = Date.now();
     const up = await cloud.up();
     measured.push(["up that moves the app to a managed database", `${((Date.now() - t) / 1000).toFixed(1)} s`]);
@@ -652,6 +655,7 @@ os.execvpe("psql", ["psql", "-X", "-At", "-c", "SELECT ssl FROM pg_stat_ssl WHER
     const kept = await notes();
     const live = (await onServer("readlink /srv/app/current")).trim();
     cloud.configure(e2eConfig({ keepReleases: 2, ...later, ...MANAGED, clientSource: client }));
+    moved.clientSource = client;
     editApp('VERSION = "v3"', 'VERSION = "v4"');
     editClient("v1", "v4");
     // Turning the client on changes the site: nginx reloads, and a kept-alive connection that sends
@@ -707,7 +711,17 @@ os.execvpe("psql", ["psql", "-X", "-At", "-c", "SELECT ssl FROM pg_stat_ssl WHER
   // Runtime docker, last: the same droplet, app, data and client, the app now from its Dockerfile.
   const apiTarget = (): LoadTarget => ({ ...target(), path: "/api/version", marker: (b) => String(JSON.parse(b).version) });
   const DOCKER = { runtime: "docker" };
-  const dockerConfig = () => e2eConfig({ keepReleases: 2, ...later, ...MANAGED, clientSource: client, ...DOCKER });
+  const dockerConfig = () => e2eConfig({ keepReleases: 2, ...later, ...moved, ...DOCKER });
+  /** The app's VERSION now, and a new one after it (the docker tests also run on their own: --grep "runtime docker"). */
+  const bumpVersion = () => {
+    const now = /VERSION = "(v\d+)"/.exec(fs.readFileSync(appPy(), "utf8"))![1];
+    const next = `v${Number(now.slice(1)) + 1}`;
+    editApp(`VERSION = "${now}"`, `VERSION = "${next}"`);
+    return [now, next];
+  };
+  /** The version the API answers (the load's marker: with a client, / is the client's page). */
+  const liveVersion = async () => String(JSON.parse((await curl(`https://${LOCAL_FQDN}/api/version`)).body).version);
+  let dockerVersion = "";
   const dockerfile = () => path.join(appDir, "Dockerfile");
   /** What the tests read of `docker inspect`. */
   interface Inspect {
@@ -722,9 +736,9 @@ os.execvpe("psql", ["psql", "-X", "-At", "-c", "SELECT ssl FROM pg_stat_ssl WHER
     return { name, inspect: (JSON.parse(await onServer(`sudo docker inspect ${name}`)) as Inspect[])[0] };
   };
 
-  it("moves the app to runtime docker: Docker from Debian, the image built on the droplet, released blue/green with no failed request", async () => {
+  it("runtime docker: moves the app to it (Docker from Debian, the image built on the droplet), released blue/green with no failed request", async () => {
     cloud.configure(dockerConfig());
-    editApp('VERSION = "v5"', 'VERSION = "v6"');
+    const [was, now] = bumpVersion();
     const t = Date.now();
     const { result: up, error, outcomes } = await underLoad(() => cloud.up(), apiTarget());
     assert.ok(up, `up failed: ${error}`);
@@ -733,7 +747,8 @@ os.execvpe("psql", ["psql", "-X", "-At", "-c", "SELECT ssl FROM pg_stat_ssl WHER
     for (const name of ["app-release", "container-docker", "container-engine", "container-image"]) assert.ok(ran.includes(name), `${name} ran: ${ran.join(", ")}`);
     assert.strictEqual(up.steps.find((x) => x.name === "server-droplet")?.op, "same", "the droplet is not replaced");
     assert.strictEqual(failures(outcomes).length, 0, describeFailures(outcomes));
-    assert.deepStrictEqual(markerRuns(outcomes), ["v5", "v6"]);
+    assert.deepStrictEqual(markerRuns(outcomes), [was, now]);
+    dockerVersion = now;
     assert.strictEqual((await onServer("sudo supervisorctl status || true")).trim(), "", "the python slot is stopped");
     const { inspect } = await container();
     const uid = (await onServer("id -u app")).trim();
@@ -749,12 +764,13 @@ os.execvpe("psql", ["psql", "-X", "-At", "-c", "SELECT ssl FROM pg_stat_ssl WHER
     assert.ok(!JSON.stringify(inspect.Mounts).includes("docker.sock"), "no Docker socket in the container");
     assert.deepStrictEqual(inspect.HostConfig.PortBindings ?? {}, {}, "nothing published");
     // the data, the client and the API: all still there
-    assert.deepStrictEqual(JSON.parse((await curl(`https://${LOCAL_FQDN}/api/version`)).body), { version: "v6" });
-    assert.match((await curl(`https://${LOCAL_FQDN}/`)).body, /client version: v5</);
-    assert.ok((await notes()).includes("written to the managed database"), "the managed database's notes");
+    assert.strictEqual(await liveVersion(), now);
+    if (moved.clientSource) assert.match((await curl(`https://${LOCAL_FQDN}/`)).body, /client version: v\d+</, "the client is still served at /");
+    const kept = ((JSON.parse((await curl(`https://${LOCAL_FQDN}/api/notes`)).body).notes) as { body: string }[]).map((n) => n.body);
+    assert.ok(kept.includes("seeded note one"), `the database's notes: ${kept.join(", ")}`);
   });
 
-  it("keeps secrets out of docker inspect and the journal, delivers them byte for byte, and opens nothing but 22, 80 and 443", async () => {
+  it("runtime docker: keeps secrets out of docker inspect and the journal, delivers them byte for byte, and opens nothing but 22, 80 and 443", async () => {
     const expected = createHash("sha256").update(SECRET, "utf8").digest("hex");
     const direct = JSON.parse(await onServer(`sudo curl -sS --unix-socket "$(readlink -f /srv/app/live/app.sock)" -H 'Host: ${LOCAL_FQDN}' http://localhost/debug/secret-sha256`));
     assert.strictEqual(direct.sha256, expected, "the container's SECRET_PROBE is the secret byte for byte");
@@ -768,7 +784,7 @@ os.execvpe("psql", ["psql", "-X", "-At", "-c", "SELECT ssl FROM pg_stat_ssl WHER
     assert.deepStrictEqual([...new Set(publicPorts)].sort((a, b) => a - b), [22, 80, 443], out);
   });
 
-  it("brings a killed container back by itself", async () => {
+  it("runtime docker: brings a killed container back by itself", async () => {
     const { name, inspect } = await container();
     const t = Date.now();
     await onServer(`sudo kill -9 ${inspect.State.Pid}`);
@@ -780,7 +796,7 @@ os.execvpe("psql", ["psql", "-X", "-At", "-c", "SELECT ssl FROM pg_stat_ssl WHER
     measured.push(["site back after kill -9 of the container's gunicorn", `${((Date.now() - t) / 1000).toFixed(1)} s`]);
   });
 
-  it("refuses a Dockerfile that fails to build and a container that fails its health check; v6 keeps serving", async () => {
+  it("runtime docker: refuses a Dockerfile that fails to build and a container that fails its health check; the live one keeps serving", async () => {
     const original = fs.readFileSync(dockerfile(), "utf8");
     fs.writeFileSync(dockerfile(), `${original}RUN echo "this build breaks here" && false\n`);
     const broken = await underLoad(() => cloud.up(), apiTarget());
@@ -788,30 +804,31 @@ os.execvpe("psql", ["psql", "-X", "-At", "-c", "SELECT ssl FROM pg_stat_ssl WHER
     assert.ok(broken.error, "the up must fail");
     assert.match(String(broken.error), /docker build of dropstack\/app:[0-9a-f]{12} failed[\s\S]*this build breaks here/);
     assert.strictEqual(failures(broken.outcomes).length, 0, describeFailures(broken.outcomes));
-    assert.deepStrictEqual(markerRuns(broken.outcomes), ["v6"]);
+    assert.deepStrictEqual(markerRuns(broken.outcomes), [dockerVersion]);
 
     editApp('return jsonify(status="ok", version=VERSION)', 'return jsonify(status="broken"), 500');
-    editApp('VERSION = "v6"', 'VERSION = "v7"');
+    bumpVersion();
     const unhealthy = await underLoad(() => cloud.up(), apiTarget());
     assert.match(String(unhealthy.error), /was NOT switched live/);
     assert.match(String(unhealthy.error), /health check failed/);
     assert.strictEqual(failures(unhealthy.outcomes).length, 0, describeFailures(unhealthy.outcomes));
-    assert.deepStrictEqual(markerRuns(unhealthy.outcomes), ["v6"], "v6 keeps serving");
+    assert.deepStrictEqual(markerRuns(unhealthy.outcomes), [dockerVersion], "the live one keeps serving");
     editApp('return jsonify(status="broken"), 500', 'return jsonify(status="ok", version=VERSION)');
     assert.strictEqual((await onServer("sudo docker ps -q --filter name=dropstack-app- | wc -l")).trim(), "1", "the refused container is gone");
   });
 
-  it("releases v7 and rolls back to v6 with dropstack-rollback through the same health gate, no failed request", async () => {
+  it("runtime docker: releases the next version and rolls back with dropstack-rollback through the same health gate, no failed request", async () => {
+    const [, next] = bumpVersion();
     const { result: up, error, outcomes } = await underLoad(() => cloud.up(), apiTarget());
     assert.ok(up, `up failed: ${error}`);
     assert.strictEqual(failures(outcomes).length, 0, describeFailures(outcomes));
-    assert.deepStrictEqual(markerRuns(outcomes), ["v6", "v7"]);
+    assert.deepStrictEqual(markerRuns(outcomes), [dockerVersion, next]);
     const t = Date.now();
     const back = await underLoad(() => onServer("sudo dropstack-rollback"), apiTarget());
     assert.ok(back.result !== undefined, `rollback failed: ${back.error}`);
-    measured.push(["container rollback v7 -> v6", `${((Date.now() - t) / 1000).toFixed(1)} s`]);
+    measured.push(["container rollback (dropstack-rollback)", `${((Date.now() - t) / 1000).toFixed(1)} s`]);
     assert.strictEqual(failures(back.outcomes).length, 0, describeFailures(back.outcomes));
-    assert.deepStrictEqual(markerRuns(back.outcomes), ["v7", "v6"]);
+    assert.deepStrictEqual(markerRuns(back.outcomes), [next, dockerVersion]);
     // keepReleases 2: the images of the releases removed went with them
     const images = (await onServer("sudo docker image ls --format '{{.Repository}}:{{.Tag}}' dropstack/app")).trim().split("\n").sort();
     const kept = (await onServer("cat /srv/app/releases/*/.image 2>/dev/null || true")).trim().split("\n").filter(Boolean).sort();
