@@ -90,11 +90,16 @@ if ! mountpoint -q "$shared"; then
   log "$shared is now $mount/shared"
 fi
 
-# ---- the app starts only once its data is there (at boot, supervisor waits for the mounts)
-ensure_dir /etc/systemd/system/supervisor.service.d 755 root:root
-write_file /etc/systemd/system/supervisor.service.d/dropstack-volume.conf 644 root:root "[Unit]
+# ---- the app starts only once its data is there (at boot, supervisor, and Docker for runtime
+# docker, wait for the mounts: a container's bind mounts of shared/ must not land on the bare disk)
+units_changed=0
+for unit in supervisor docker; do
+  ensure_dir "/etc/systemd/system/$unit.service.d" 755 root:root
+  write_file "/etc/systemd/system/$unit.service.d/dropstack-volume.conf" 644 root:root "[Unit]
 RequiresMountsFor=$shared
 "
-[ "$WROTE" = 0 ] || systemctl daemon-reload
+  units_changed=$((units_changed | WROTE))
+done
+[ "$units_changed" = 0 ] || systemctl daemon-reload
 log "volume $name: $(df -h --output=used,size "$mount" | tail -n 1 | awk '{print $1 " used of " $2}') at $mount"
 finish

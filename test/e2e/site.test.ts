@@ -772,7 +772,8 @@ os.execvpe("psql", ["psql", "-X", "-At", "-c", "SELECT ssl FROM pg_stat_ssl WHER
 
   it("runtime docker: keeps secrets out of docker inspect and the journal, delivers them byte for byte, and opens nothing but 22, 80 and 443", async () => {
     const expected = createHash("sha256").update(SECRET, "utf8").digest("hex");
-    const direct = JSON.parse(await onServer(`sudo curl -sS --unix-socket "$(readlink -f /srv/app/live/app.sock)" -H 'Host: ${LOCAL_FQDN}' http://localhost/debug/secret-sha256`));
+    // (through the live slot's socket as root: the socket's directory is the app's, and / is the client's)
+    const direct = JSON.parse(await onServer(`sudo bash -c 'curl -sS --unix-socket "$(readlink -f /srv/app/live/app.sock)" -H "Host: ${LOCAL_FQDN}" http://localhost/debug/secret-sha256'`));
     assert.strictEqual(direct.sha256, expected, "the container's SECRET_PROBE is the secret byte for byte");
     const { name } = await container();
     assert.strictEqual((await onServer(`sudo bash -c 'p=$(cat); docker inspect ${name} | grep -cF -- "$p" || true'`, CANARY)).trim(), "0", "the secret is in docker inspect");
