@@ -59,7 +59,7 @@ export function repairTokens(report: CheckReport): Record<string, string> {
   return tokens;
 }
 
-/** One line per difference, for the preview's warnings and the README's troubleshooting. */
+/** The differences in one line, for the warning a preview and an up print. */
 export function describeDrift(report: CheckReport): string {
   return report.drift.map((d) => `${d.what} ${d.path} (${d.step.replace(/^dropstack-/, "")} step)`).join("; ");
 }
