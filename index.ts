@@ -157,8 +157,7 @@ const release = new AppRelease("app", {
   keepReleases: cfg.keepReleases,
   deployUser: cfg.deployUser,
   triggeredBy: `pulumi:${stack}`,
-  image: container?.imageName,
-  containerMemory: cfg.containerMemory,
+  container: container ? { image: container.imageName, memoryMib: cfg.containerMemory } : undefined,
 }, { dependsOn: [host, site, ...(volume ? [volume] : []), ...(database ? [database] : []), ...(container ? [container] : [])] });
 
 export const ipv4Address = server.ipv4Address;

@@ -43,10 +43,8 @@ export interface AppReleaseArgs extends OnServerArgs {
   deployUser: string;
   /** Who triggers releases, for the server's audit log. @example "pulumi:prod" */
   triggeredBy: string;
-  /** Runtime docker: the image built on the droplet (components/container.ts), run in each slot as a container; unset: runtime python (gunicorn under supervisor). @example "dropstack/shop:3f2a9c1b7e4d" */
-  image?: pulumi.Input<string>;
-  /** Runtime docker: the container's memory limit in MiB. @example 512 */
-  containerMemory?: number;
+  /** Runtime docker: the image built on the droplet (components/container.ts), run in each slot as a container with this memory limit; unset: runtime python (gunicorn under supervisor). @example { image: "dropstack/shop:3f2a9c1b7e4d", memoryMib: 512 } */
+  container?: { image: pulumi.Input<string>; memoryMib: number };
 }
 
 /**
@@ -69,7 +67,7 @@ export class AppRelease extends pulumi.ComponentResource {
     const supervisorConf = renderSupervisorSlot({ app: args.app, wsgi: args.wsgi });
     // (a release without a client hashes as it always did: no new id for existing stacks)
     const parts = [folderHash(args.sourceDir), gunicornConf, supervisorConf, args.releaseCommand ?? "", ...(args.clientDir ? [`client:${folderHash(args.clientDir)}`] : []),
-      ...(args.image ? ["runtime:docker"] : [])];
+      ...(args.container ? ["runtime:docker"] : [])];
     const hash = contentHash(...parts).slice(0, 12);
     this.releaseId = args.releaseVersion ? `${args.releaseVersion}-${hash.slice(0, 8)}` : `r${hash}`;
     const uploadDir = `/home/${args.deployUser}/dropstack-upload-${this.releaseId}`;
@@ -118,7 +116,7 @@ export class AppRelease extends pulumi.ComponentResource {
         CACHE_ENTRIES: CACHE_ENTRIES.join("\n"),
         TRIGGERED_BY: args.triggeredBy,
         // (runtime python sends none of these: existing stacks keep their stdin)
-        ...(args.image ? { RUNTIME: "docker", IMAGE: args.image, CONTAINER_MEMORY: String(args.containerMemory ?? 512) } : {}),
+        ...(args.container ? { RUNTIME: "docker", IMAGE: args.container.image, CONTAINER_MEMORY: String(args.container.memoryMib) } : {}),
       },
       triggers: [this.releaseId, args.dropletId],
     }, { parent: this, dependsOn: after });

@@ -23,6 +23,8 @@ done
 # (runtime docker only: the image the program built on this server, and its memory limit)
 V_RUNTIME=${V_RUNTIME:-python}
 V_IMAGE=${V_IMAGE:-}
+# (a python release records docker's default, 512 MiB as in the config schema: a rollback from it to
+# a kept container release still has a limit)
 V_CONTAINER_MEMORY=${V_CONTAINER_MEMORY:-512}
 case "$V_RUNTIME" in
   python) [ -z "$V_IMAGE" ] || die "an image is only for runtime docker" ;;

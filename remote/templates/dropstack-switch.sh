@@ -177,8 +177,9 @@ if [ -f "$release/.image" ]; then
   runtime=docker
   image=$(<"$release/.image")
   docker image inspect "$image" >/dev/null 2>&1 || die "the image of release $id ($image) is no longer on this server"
+  # (written by the release step of every runtime docker release)
+  container_memory_mb=$(setting container_memory_mb)
 fi
-container_memory_mb=$(setting container_memory_mb 2>/dev/null || echo 512)
 container() { echo "dropstack-$app-$1"; }
 # slot_running SLOT: true when the slot's gunicorn (supervisor) or container runs.
 slot_running() {
