@@ -390,7 +390,8 @@ describe("end to end on the local cloud", function () {
     }
   });
 
-  it("comes back by itself over HTTPS after a reboot", async () => {
+  /** Reboots the droplet and waits for a new boot to answer over SSH; the time it was asked to. */
+  async function reboot(): Promise<number> {
     const bootId = (await onServer("cat /proc/sys/kernel/random/boot_id")).trim();
     const t = Date.now();
     await sshExec(conn, "sudo systemctl reboot", { timeoutMs: 30_000 }).catch(() => undefined);
@@ -399,6 +400,11 @@ describe("end to end on the local cloud", function () {
       const id = r?.stdout.trim();
       return id && id !== bootId ? id : undefined;
     }, { intervalMs: 2000, debug: () => session.consoleTail(40) });
+    return t;
+  }
+
+  it("comes back by itself over HTTPS after a reboot", async () => {
+    const t = await reboot();
     await waitForSite("the site after reboot", 5 * 60_000);
     measured.push(["site back after reboot", `${((Date.now() - t) / 1000).toFixed(1)} s`]);
     assert.deepStrictEqual(await notes(), ["seeded note one", "seeded note two", ...written], "the notes survived the reboot");
@@ -835,5 +841,22 @@ os.execvpe("psql", ["psql", "-X", "-At", "-c", "SELECT ssl FROM pg_stat_ssl WHER
     const kept = (await onServer("cat /srv/app/releases/*/.image 2>/dev/null || true")).trim().split("\n").filter(Boolean).sort();
     assert.deepStrictEqual(images, kept, "only kept releases' images stay");
   });
-});
 
+  it("runtime docker: comes back by itself after a reboot (Docker after the volume's mount, the socket directory recreated, the live container restarted)", async () => {
+    const { name } = await container();
+    const api = async () => (JSON.parse((await curl(`https://${LOCAL_FQDN}/api/notes`)).body).notes as { body: string }[]).map((n) => n.body);
+    const before = await api();
+    const t = await reboot();
+    await waitUntil("the API answering after the reboot", 5 * 60_000, async () => {
+      const r = await curl(`https://${LOCAL_FQDN}/api/version`).catch(() => undefined);
+      return r?.code === 200 ? r : undefined;
+    }, { intervalMs: 1000, debug: () => session.consoleTail(40) });
+    measured.push(["container site back after reboot", `${((Date.now() - t) / 1000).toFixed(1)} s`]);
+    assert.strictEqual(await liveVersion(), dockerVersion, "the live release before the reboot is the live release after it");
+    assert.strictEqual((await container()).name, name, "the same slot's container, restarted by Docker");
+    // both times read in the VM (its clock, not the host's)
+    assert.strictEqual((await onServer(`sudo bash -c 's=$(docker inspect -f "{{.State.StartedAt}}" ${name}); [ "$(date -d "$s" +%s)" -ge "$(date -d "$(uptime -s)" +%s)" ] && echo this-boot || echo "started $s, booted $(uptime -s)"'`)).trim(), "this-boot", "the container was started in this boot");
+    assert.match(await onServer("findmnt -n -o SOURCE /srv/app/shared"), /\[\/shared\]/, "shared/ is bind-mounted from the volume again");
+    assert.deepStrictEqual(await api(), before, "the notes survived the reboot");
+  });
+});
