@@ -11,6 +11,8 @@ import { Dns } from "./components/dns";
 import { Firewall } from "./components/firewall";
 import { ManagedDatabase } from "./components/managedDatabase";
 import { HostSetup } from "./components/host";
+import { LoadBalancer } from "./components/loadBalancer";
+import { RollingRelease } from "./components/roll";
 import { DeployKey, HostKey } from "./components/keys";
 import { Server } from "./components/server";
 import { NginxSite } from "./components/site";
@@ -27,9 +29,14 @@ const stack = pulumi.getStack();
 const base = `${cfg.appName}-${stack}`;
 
 const deployKey = new DeployKey("deploy-key", { keyName: `dropstack-${base}-deploy` });
-const hostKey = new HostKey("host-key");
-const server = new Server("server", {
-  dropletName: base,
+// One droplet, or (droplets > 1) several alike behind a load balancer. The first keeps the single
+// droplet's resource names, so growing a stack keeps its droplet.
+const fleet = cfg.fleet;
+const count = fleet?.droplets ?? 1;
+const named = (name: string, i: number) => (i === 0 ? name : `${name}-${i + 1}`);
+const hostKeys = [...Array(count).keys()].map((i) => new HostKey(named("host-key", i)));
+const servers = hostKeys.map((hostKey, i) => new Server(named("server", i), {
+  dropletName: named(base, i),
   region: cfg.region,
   size: cfg.size,
   image: cfg.image,
@@ -43,62 +50,98 @@ const server = new Server("server", {
   hostPrivateKey: hostKey.privateKeyOpenssh,
   hostPublicKey: hostKey.publicKeyOpenssh,
   protect: cfg.protect,
-});
-// A managed database is reached on its port within the droplet's VPC: both firewalls open that, and only that.
+}));
+const server = servers[0];
+// A managed database is reached on its port within the droplets' VPC: both firewalls open that, and only that.
 const egress: pulumi.Input<EgressRule[]> = cfg.managed
   ? digitalocean.getVpcOutput({ id: server.vpcUuid }).ipRange
     .apply((range): EgressRule[] => [...cfg.egress, { protocol: "tcp", ports: String(MANAGED_POSTGRES_PORT), to: [range] }])
   : cfg.egress;
-new Firewall("firewall", { firewallName: base, dropletId: server.dropletId, sshAllowedCidrs: cfg.sshAllowedCidrs, egress });
+// droplets > 1: the load balancer in the droplets' VPC (the region's default) serves the site.
+const lb = fleet
+  ? new LoadBalancer("lb", {
+    lbName: base,
+    region: cfg.region,
+    vpcUuid: server.vpcUuid,
+    dropletIds: servers.map((x) => x.dropletId),
+    fqdn: cfg.fqdn,
+    healthPath: cfg.healthPath,
+    health: fleet.health,
+    protect: cfg.protect,
+  })
+  : undefined;
+new Firewall("firewall", {
+  firewallName: base,
+  dropletIds: servers.map((x) => x.dropletId),
+  sshAllowedCidrs: cfg.sshAllowedCidrs,
+  egress,
+  webFromLoadBalancer: lb?.lbId,
+});
 const dns = new Dns("dns", {
   domain: cfg.domain,
   host: cfg.host,
-  ipv4Address: server.ipv4Address,
-  ipv6Address: cfg.ipv6 ? server.ipv6Address : undefined,
+  ipv4Address: lb ? lb.ip : server.ipv4Address,
+  ipv6Address: cfg.ipv6 && !lb ? server.ipv6Address : undefined,
 });
 
-const connection = {
-  host: server.ipv4Address,
-  user: cfg.deployUser,
-  privateKey: deployKey.privateKeyOpenssh,
-  hostKey: hostKey.publicKeyOpenssh,
-  dialErrorLimit: 40,
-  perDialTimeout: 15,
-};
-const host = new HostSetup("host", {
-  connection,
-  dropletId: server.dropletId,
-  app: cfg.appName,
-  deployUser: cfg.deployUser,
-  deployPublicKey: deployKey.publicKeyOpenssh,
-  adminSshKeys: cfg.adminSshKeys,
-  sshAllowedCidrs: cfg.sshAllowedCidrs,
-  egress,
-  aptPackages: cfg.aptPackages,
-  driftCheck: cfg.driftCheck,
-});
-// Every later step on the server: its connection, the droplet, and the drift check's repair tokens.
-const onServer = { connection, dropletId: server.dropletId, repairs: host.repairs };
-const certificate = cfg.tls
-  ? new Certificate("certificate", {
+/** Everything on one droplet: provisioning, the site, (one droplet) its certificate and data, the app's image. */
+function onDroplet(i: number) {
+  const x = servers[i];
+  const connection = {
+    host: x.ipv4Address,
+    user: cfg.deployUser,
+    privateKey: deployKey.privateKeyOpenssh,
+    hostKey: hostKeys[i].publicKeyOpenssh,
+    dialErrorLimit: 40,
+    perDialTimeout: 15,
+  };
+  const host = new HostSetup(named("host", i), {
+    connection,
+    dropletId: x.dropletId,
+    app: cfg.appName,
+    deployUser: cfg.deployUser,
+    deployPublicKey: deployKey.publicKeyOpenssh,
+    adminSshKeys: cfg.adminSshKeys,
+    sshAllowedCidrs: cfg.sshAllowedCidrs,
+    egress,
+    aptPackages: cfg.aptPackages,
+    driftCheck: cfg.driftCheck,
+    ...(lb ? { behindLoadBalancer: true } : {}),
+  });
+  // Every later step on the server: its connection, the droplet, and the drift check's repair tokens.
+  const onServer = { connection, dropletId: x.dropletId, repairs: host.repairs };
+  // (behind the load balancer TLS ends there: no certificate on the droplets)
+  const certificate = cfg.tls && !lb
+    ? new Certificate(named("certificate", i), {
+      ...onServer,
+      fqdn: cfg.fqdn,
+      email: cfg.acmeEmail ?? "",
+      acmeServer: cfg.acmeServer,
+      acmeCaBundle: cfg.acmeCaBundle,
+      secret: cfg.secretSteps.includes("certificate"),
+    }, { dependsOn: [host, dns] })
+    : undefined;
+  const site = new NginxSite(named("site", i), {
     ...onServer,
+    app: cfg.appName,
     fqdn: cfg.fqdn,
-    email: cfg.acmeEmail ?? "",
-    acmeServer: cfg.acmeServer,
-    acmeCaBundle: cfg.acmeCaBundle,
-    secret: cfg.secretSteps.includes("certificate"),
-  }, { dependsOn: [host, dns] })
-  : undefined;
-const site = new NginxSite("site", {
-  ...onServer,
-  app: cfg.appName,
-  fqdn: cfg.fqdn,
-  tls: cfg.tls,
-  maxBodySize: cfg.maxBodySize,
-  hsts: cfg.hsts,
-  apiPrefix: cfg.client?.apiPrefix,
-}, { dependsOn: [host, ...(certificate ? [certificate] : [])] });
+    tls: cfg.tls,
+    maxBodySize: cfg.maxBodySize,
+    hsts: cfg.hsts,
+    apiPrefix: cfg.client?.apiPrefix,
+    ...(lb ? { behindLoadBalancer: { healthPath: cfg.healthPath } } : {}),
+  }, { dependsOn: [host, ...(certificate ? [certificate] : [])] });
+  // Runtime docker: Docker Engine on the droplet and the app's image built there.
+  const container = cfg.runtime === "docker"
+    ? new ContainerImage(named("container", i), { ...onServer, app: cfg.appName, sourceDir: cfg.appDir, deployUser: cfg.deployUser }, { dependsOn: [host] })
+    : undefined;
+  return { x, host, onServer, site, container };
+}
+const droplets = servers.map((_, i) => onDroplet(i));
+const { host, onServer } = droplets[0];
+
 // Data that outlives the droplet: the volume (shared/ and the database's files), then the database.
+// (one droplet only: config refuses a volume or the droplet's own PostgreSQL with more)
 const volume = cfg.volumeSize === undefined ? undefined : new DataVolume("data", {
   ...onServer,
   app: cfg.appName,
@@ -129,38 +172,58 @@ const managedDatabase = cfg.managed
     protect: cfg.protect,
     seed: cfg.seed,
     deployUser: cfg.deployUser,
+    ...(count > 1 ? { otherDropletIds: servers.slice(1).map((x) => x.dropletId) } : {}),
   }, { dependsOn: [host] })
   : undefined;
 const database = dropletDatabase ?? managedDatabase;
-// Runtime docker: Docker Engine on the droplet and the app's image built there.
-const container = cfg.runtime === "docker"
-  ? new ContainerImage("container", { ...onServer, app: cfg.appName, sourceDir: cfg.appDir, deployUser: cfg.deployUser }, { dependsOn: [host] })
-  : undefined;
-const release = new AppRelease("app", {
-  ...onServer,
-  app: cfg.appName,
-  sourceDir: cfg.appDir,
-  clientDir: cfg.client?.dir,
-  wsgi: cfg.wsgi,
-  workers: cfg.workers,
-  env: cfg.env,
-  secretEnv: cfg.secretEnv,
-  secretSettings: cfg.secretSteps.includes("release"),
-  databaseUrl: database?.url,
-  healthPath: cfg.healthPath,
-  healthStatus: cfg.healthStatus,
-  healthTimeout: cfg.healthTimeout,
-  healthAttempts: cfg.healthAttempts,
-  releaseCommand: cfg.releaseCommand,
-  releaseVersion: cfg.releaseVersion,
-  fqdn: cfg.fqdn,
-  keepReleases: cfg.keepReleases,
-  deployUser: cfg.deployUser,
-  triggeredBy: `pulumi:${stack}`,
-  container: container ? { image: container.imageName, memoryMib: cfg.containerMemory } : undefined,
-}, { dependsOn: [host, site, ...(volume ? [volume] : []), ...(database ? [database] : []), ...(container ? [container] : [])] });
 
+// The release on every droplet. One droplet: it switches itself. Several: each stages it (the
+// first also runs the release command, before the others), then the roll switches them in turn.
+const releases: AppRelease[] = [];
+for (const [i, d] of droplets.entries()) {
+  releases.push(new AppRelease(named("app", i), {
+    ...d.onServer,
+    app: cfg.appName,
+    sourceDir: cfg.appDir,
+    clientDir: cfg.client?.dir,
+    wsgi: cfg.wsgi,
+    workers: cfg.workers,
+    env: cfg.env,
+    secretEnv: cfg.secretEnv,
+    secretSettings: cfg.secretSteps.includes("release"),
+    databaseUrl: database?.url,
+    healthPath: cfg.healthPath,
+    healthStatus: cfg.healthStatus,
+    healthTimeout: cfg.healthTimeout,
+    healthAttempts: cfg.healthAttempts,
+    releaseCommand: cfg.releaseCommand,
+    releaseVersion: cfg.releaseVersion,
+    fqdn: cfg.fqdn,
+    keepReleases: cfg.keepReleases,
+    deployUser: cfg.deployUser,
+    triggeredBy: `pulumi:${stack}`,
+    container: d.container ? { image: d.container.imageName, memoryMib: cfg.containerMemory } : undefined,
+    ...(lb ? { stage: { runReleaseCommand: i === 0 } } : {}),
+  }, { dependsOn: [d.host, d.site, ...(volume ? [volume] : []), ...(database ? [database] : []), ...(d.container ? [d.container] : []), ...(i > 0 ? [releases[0]] : [])] }));
+}
+const release = releases[0];
+if (fleet) {
+  new RollingRelease("roll", {
+    app: cfg.appName,
+    releaseId: release.releaseId,
+    droplets: droplets.map((d, i) => ({ ...d.onServer, staged: releases[i].stdout })),
+    healthPath: cfg.healthPath,
+    health: fleet.health,
+    triggeredBy: `pulumi:${stack}`,
+  }, { dependsOn: [...releases, ...(lb ? [lb] : [])] });
+}
+
+/** The (first) droplet's address. */
 export const ipv4Address = server.ipv4Address;
+/** With droplets > 1: the load balancer's address, which the site's name points at ("" with one droplet). */
+export const loadBalancerIp = lb ? lb.ip : "";
+/** Every droplet's address (SSH), in order. */
+export const dropletAddresses = servers.map((x) => x.ipv4Address);
 export const ipv6Address = server.ipv6Address;
 export const fqdn = cfg.fqdn;
 export const url = `${cfg.tls ? "https" : "http"}://${cfg.fqdn}/`;
@@ -171,4 +234,6 @@ export const volumeId = volume ? volume.volumeId : "";
 export const sshCommand = pulumi.interpolate`ssh ${cfg.deployUser}@${server.ipv4Address}`;
 export const deployPublicKey = deployKey.publicKeyOpenssh;
 /** A line for ~/.ssh/known_hosts: ssh then verifies the droplet's pinned host key. */
-export const knownHostsLine = pulumi.interpolate`${cfg.fqdn},${server.ipv4Address} ${hostKey.publicKeyOpenssh}`;
+export const knownHostsLine = pulumi.interpolate`${cfg.fqdn},${server.ipv4Address} ${hostKeys[0].publicKeyOpenssh}`;
+/** known_hosts lines of every droplet (by address: with droplets > 1 the name is the load balancer's). */
+export const knownHostsLines = pulumi.all(servers.map((x, i) => pulumi.interpolate`${x.ipv4Address} ${hostKeys[i].publicKeyOpenssh}`));

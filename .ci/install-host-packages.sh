@@ -16,6 +16,8 @@ packages=(
   # local cloud (end-to-end tests)
   qemu-system-x86 qemu-utils seabios ipxe-qemu cloud-image-utils debootstrap e2fsprogs
   openssh-client pebble openssl curl wrk sslscan
+  # the local cloud's load balancer (HAProxy on the host)
+  haproxy
   # the local cloud's managed PostgreSQL (a server on the host; socat carries each VM's connections)
   postgresql socat
   # benchmarks on the host (npm run bench:nginx: the sample app under Debian's gunicorn and Flask)

@@ -383,6 +383,25 @@ export const schema = z.object({
   clientSource: text((v) => v.length > 0 && !v.includes("\0"), "a folder with a built client (index.html and assets), relative to the project", '"client/dist"', 4096).optional(),
   /** With clientSource: the path under which nginx hands requests to the app (passed on unchanged), e.g. "/api". */
   apiPrefix: str(/^(?:\/[A-Za-z0-9._~-]+)+$/, "a URL path prefix such as /api (letters, digits, '.', '_', '~', '-'; no trailing /)", '"/api"', 256).optional(),
+  /**
+   * Droplets serving the app. 1: one droplet that serves HTTPS itself. More: that many droplets,
+   * each provisioned alike, in the region's VPC behind a DigitalOcean Load Balancer that terminates
+   * HTTPS; releases roll one droplet at a time. Needs a database outside the droplets ("managed" or "none").
+   */
+  droplets: z.number({ invalid_type_error: "expected a whole number of droplets, e.g. 2" })
+    .int("expected a whole number of droplets, e.g. 2").min(1, "expected at least 1 droplet, e.g. 2").max(10, "expected at most 10 droplets, e.g. 3").default(1),
+  /** With droplets > 1: seconds between the load balancer's health checks of each droplet (DigitalOcean's default: 10). */
+  lbCheckInterval: z.number({ invalid_type_error: "expected seconds, e.g. 10" })
+    .int("expected whole seconds, e.g. 10").min(3, "expected at least 3 seconds, e.g. 10").max(300, "expected at most 300 seconds, e.g. 10").optional(),
+  /** With droplets > 1: seconds the load balancer waits for a health check's answer (DigitalOcean's default: 5). */
+  lbResponseTimeout: z.number({ invalid_type_error: "expected seconds, e.g. 5" })
+    .int("expected whole seconds, e.g. 5").min(3, "expected at least 3 seconds, e.g. 5").max(300, "expected at most 300 seconds, e.g. 5").optional(),
+  /** With droplets > 1: passed checks in a row before a droplet gets traffic (DigitalOcean's default: 5). */
+  lbHealthyThreshold: z.number({ invalid_type_error: "expected a number of checks, e.g. 5" })
+    .int("expected a whole number of checks, e.g. 5").min(2, "expected at least 2 checks, e.g. 5").max(10, "expected at most 10 checks, e.g. 5").optional(),
+  /** With droplets > 1: failed checks in a row before a droplet is taken out of rotation (DigitalOcean's default: 3). */
+  lbUnhealthyThreshold: z.number({ invalid_type_error: "expected a number of checks, e.g. 3" })
+    .int("expected a whole number of checks, e.g. 3").min(2, "expected at least 2 checks, e.g. 3").max(10, "expected at most 10 checks, e.g. 3").optional(),
   /** Days the nightly database backups on the volume are kept (the newest is always kept). */
   backupKeepDays: z.number({ invalid_type_error: "expected a number of days, e.g. 7" })
     .int("expected whole days, e.g. 7").min(1, "expected at least 1 day, e.g. 7").max(3650, "expected at most 3650 days, e.g. 7").default(7),
@@ -414,7 +433,20 @@ export interface StackConfig extends Settings {
   seed?: { file: string; format: "custom" | "plain" };
   /** With clientSource: the client folder's absolute path and the prefix the app answers under. */
   client?: { dir: string; apiPrefix: string };
+  /** With droplets > 1: the load balancer's health check, defaults filled in. */
+  fleet?: { droplets: number; health: LbHealth };
 }
+
+/** The load balancer's health check of each droplet (DigitalOcean's semantics: a droplet leaves rotation after `unhealthyThreshold` failed checks `intervalSeconds` apart, and comes back after `healthyThreshold` passed ones). */
+export interface LbHealth {
+  intervalSeconds: number;
+  timeoutSeconds: number;
+  healthyThreshold: number;
+  unhealthyThreshold: number;
+}
+
+/** DigitalOcean's defaults for a load balancer's health check. */
+export const DEFAULT_LB_HEALTH: LbHealth = { intervalSeconds: 10, timeoutSeconds: 5, healthyThreshold: 5, unhealthyThreshold: 3 };
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
@@ -670,6 +702,36 @@ function dataChecks(s: Settings, projectDir: string): { problems: string[]; seed
   return { problems, seed: { file, format: info.format } };
 }
 
+/** More than one droplet: what cannot be shared between droplets is refused, and the load balancer's health check filled in. */
+function fleetChecks(s: Settings): { problems: string[]; fleet?: StackConfig["fleet"] } {
+  const key = (k: string) => `${NAMESPACE}:${k}`;
+  const given = (["lbCheckInterval", "lbResponseTimeout", "lbHealthyThreshold", "lbUnhealthyThreshold"] as const).filter((k) => s[k] !== undefined);
+  if (s.droplets === 1) {
+    return { problems: given.map((k) => `${key(k)}: only used with ${key("droplets")} above 1 (it tunes the load balancer's health check); set ${key("droplets")}, e.g. 2, or remove ${key(k)}`) };
+  }
+  const problems: string[] = [];
+  const n = s.droplets;
+  if (s.database === "droplet") {
+    problems.push(`${key("droplets")}: ${n} droplets cannot share PostgreSQL on one droplet's volume (${key("database")} "droplet"); move the data to a managed cluster first (${key("database")} "managed": the seed and DATABASE_URL move with it), then grow, e.g. pulumi config set ${key("database")} managed`);
+  }
+  if (s.volumeSize !== undefined) {
+    problems.push(`${key("volumeSize")}: a volume attaches to one droplet, so with ${key("droplets")} ${n} files in shared/ (uploads, sessions on disk) would exist on one droplet only; keep them in the database or in Spaces (object storage) and remove ${key("volumeSize")}, or keep ${key("droplets")} at 1`);
+  }
+  if (!s.tls) {
+    problems.push(`${key("tls")}: the load balancer of ${key("droplets")} ${n} serves HTTPS with a Let's Encrypt certificate DigitalOcean issues for ${key("domain")}; set ${key("tls")} to true, or keep ${key("droplets")} at 1`);
+  }
+  const health: LbHealth = {
+    intervalSeconds: s.lbCheckInterval ?? DEFAULT_LB_HEALTH.intervalSeconds,
+    timeoutSeconds: s.lbResponseTimeout ?? DEFAULT_LB_HEALTH.timeoutSeconds,
+    healthyThreshold: s.lbHealthyThreshold ?? DEFAULT_LB_HEALTH.healthyThreshold,
+    unhealthyThreshold: s.lbUnhealthyThreshold ?? DEFAULT_LB_HEALTH.unhealthyThreshold,
+  };
+  if (health.timeoutSeconds > health.intervalSeconds) {
+    problems.push(`${key("lbResponseTimeout")}: ${health.timeoutSeconds} s is longer than the checks' interval (${key("lbCheckInterval")} ${health.intervalSeconds} s): a check must end before the next starts, e.g. ${Math.min(5, health.intervalSeconds)}`);
+  }
+  return problems.length ? { problems } : { problems, fleet: { droplets: n, health } };
+}
+
 /** Secrecy: which steps carry secrets; settings stored as secrets that cannot stay secret are refused. */
 function secrecy(s: Settings, secretKeys: readonly string[]): { steps: SecretStep[]; problems: string[]; warnings: string[] } {
   const problems: string[] = [];
@@ -728,7 +790,8 @@ export function parseSettings(raw: Record<string, unknown>, projectDir: string, 
   const secret = secrecy(s, ctx.secretKeys ?? []);
   const data = dataChecks(s, projectDir);
   const client = clientChecks(s, projectDir);
-  const cross = [...crossChecks(s, projectDir), ...data.problems, ...client.problems, ...secret.problems];
+  const fleet = fleetChecks(s);
+  const cross = [...crossChecks(s, projectDir), ...data.problems, ...client.problems, ...fleet.problems, ...secret.problems];
   if (cross.length) throw new ConfigError(cross);
   const appDir = path.resolve(projectDir, s.appSource);
   return {
@@ -744,6 +807,7 @@ export function parseSettings(raw: Record<string, unknown>, projectDir: string, 
       : undefined,
     seed: data.seed,
     client: client.client,
+    fleet: fleet.fleet,
   };
 }
 

@@ -10,20 +10,24 @@ const EVERYWHERE = ["0.0.0.0/0", "::/0"];
 export interface FirewallArgs {
   /** Firewall name. @example "shop-prod" */
   firewallName: string;
-  /** Droplet the firewall applies to. */
-  dropletId: pulumi.Input<string>;
+  /** Droplets the firewall applies to (one, or every droplet behind the load balancer). */
+  dropletIds: pulumi.Input<string>[];
+  /** With a load balancer: its id; web traffic (port 80, HTTPS ends at the load balancer) is admitted from it alone. Unset: HTTP and HTTPS from anywhere. */
+  webFromLoadBalancer?: pulumi.Input<string>;
   /** Networks that may reach SSH. No default: allow-all must be written out. @example ["203.0.113.0/24"] */
   sshAllowedCidrs: string[];
   /** Extra outbound rules beyond DNS, HTTP/HTTPS and NTP (a managed database's adds its port within the VPC). Default: none. @example [{ protocol: "tcp", ports: "25060", to: ["10.114.0.0/20"] }] */
   egress?: pulumi.Input<EgressRule[]>;
 }
 
-/** Inbound rules: SSH from the configured networks, HTTP and HTTPS from anywhere, ICMP. */
-export function inboundRules(sshAllowedCidrs: string[]): digitalocean.types.input.FirewallInboundRule[] {
+/** Inbound rules: SSH from the configured networks, HTTP and HTTPS from anywhere (behind a load balancer: HTTP from it alone), ICMP. */
+export function inboundRules(sshAllowedCidrs: string[], loadBalancerId?: pulumi.Input<string>): digitalocean.types.input.FirewallInboundRule[] {
+  const web: digitalocean.types.input.FirewallInboundRule[] = loadBalancerId === undefined
+    ? [{ protocol: "tcp", portRange: "80", sourceAddresses: EVERYWHERE }, { protocol: "tcp", portRange: "443", sourceAddresses: EVERYWHERE }]
+    : [{ protocol: "tcp", portRange: "80", sourceLoadBalancerUids: [loadBalancerId] }];
   return [
     { protocol: "tcp", portRange: "22", sourceAddresses: sshAllowedCidrs },
-    { protocol: "tcp", portRange: "80", sourceAddresses: EVERYWHERE },
-    { protocol: "tcp", portRange: "443", sourceAddresses: EVERYWHERE },
+    ...web,
     { protocol: "icmp", sourceAddresses: EVERYWHERE },
   ];
 }
@@ -41,7 +45,7 @@ export function outboundRules(egress: EgressRule[] = []): digitalocean.types.inp
   ];
 }
 
-/** DigitalOcean cloud firewall attached to the droplet. */
+/** DigitalOcean cloud firewall attached to the droplets. */
 export class Firewall extends pulumi.ComponentResource {
   /** Firewall id. */
   readonly firewallId: pulumi.Output<string>;
@@ -50,8 +54,8 @@ export class Firewall extends pulumi.ComponentResource {
     super("dropstack:index:Firewall", name, {}, opts);
     const fw = new digitalocean.Firewall(`${name}-fw`, {
       name: args.firewallName,
-      dropletIds: [pulumi.output(args.dropletId).apply((id) => Number(id))],
-      inboundRules: inboundRules(args.sshAllowedCidrs),
+      dropletIds: args.dropletIds.map((id) => pulumi.output(id).apply(Number)),
+      inboundRules: inboundRules(args.sshAllowedCidrs, args.webFromLoadBalancer),
       outboundRules: pulumi.output(args.egress ?? []).apply((e) => outboundRules(e)),
     }, { parent: this });
     this.firewallId = fw.id;

@@ -24,6 +24,8 @@ export interface HostSetupArgs extends OnServerArgs {
   cloudInitTimeoutSeconds?: number;
   /** Read the server's drift check at every preview and up, so steps whose files were edited by hand run again and restore them. @default true */
   driftCheck?: boolean;
+  /** One droplet of several behind the stack's load balancer: the app's site, not a catch-all, is nginx's default server on port 80. @default false */
+  behindLoadBalancer?: boolean;
 }
 
 /**
@@ -71,7 +73,7 @@ export class HostSetup extends pulumi.ComponentResource {
   }
 
   private provision(name: string, args: HostSetupArgs, after: pulumi.Resource): command.remote.Command {
-    const nginx = renderNginxDefault();
+    const nginx = renderNginxDefault(args.behindLoadBalancer ?? false);
     const hardening = renderHardening();
     const authorizedKeys = pulumi.output(args.deployPublicKey).apply((deployKey) =>
       [deployKey.trim(), ...args.adminSshKeys.map((k) => k.trim())].map((k) => `${k}\n`).join(""));

@@ -24,6 +24,8 @@ export interface ManagedDatabaseArgs extends OnServerArgs {
   seed?: { file: string; format: "custom" | "plain" };
   /** Deploy user: the seed is uploaded into its home. @example "deploy" */
   deployUser: string;
+  /** The other droplets behind the load balancer (droplets > 1): the cluster trusts them too; the steps run on the first. Unset: none. */
+  otherDropletIds?: pulumi.Input<string>[];
 }
 
 /**
@@ -50,7 +52,7 @@ export class ManagedDatabase extends pulumi.ComponentResource {
     const user = new digitalocean.DatabaseUser(`${name}-user`, { clusterId: cluster.id, name: db }, { parent: this });
     const firewall = new digitalocean.DatabaseFirewall(`${name}-firewall`, {
       clusterId: cluster.id,
-      rules: [{ type: "droplet", value: args.dropletId }],
+      rules: [args.dropletId, ...(args.otherDropletIds ?? [])].map((value) => ({ type: "droplet", value })),
     }, { parent: this });
     const port = cluster.port.apply(String);
     // after the database, its user and the firewall, and whatever the component waits for (the host's setup)

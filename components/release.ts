@@ -45,6 +45,8 @@ export interface AppReleaseArgs extends OnServerArgs {
   triggeredBy: string;
   /** Runtime docker: the image built on the droplet (components/container.ts), run in each slot as a container with this memory limit; unset: runtime python (gunicorn under supervisor). @example { image: "dropstack/shop:3f2a9c1b7e4d", memoryMib: 512 } */
   container?: { image: pulumi.Input<string>; memoryMib: number };
+  /** One droplet of several behind the load balancer: the release is booted and health-checked in the idle slot, and the roll (components/roll.ts) switches it; the release command runs on one droplet only. Unset: the release switches itself. @example { runReleaseCommand: true } */
+  stage?: { runReleaseCommand: boolean };
 }
 
 /**
@@ -58,8 +60,10 @@ export interface AppReleaseArgs extends OnServerArgs {
 export class AppRelease extends pulumi.ComponentResource {
   /** Release id (content hash), as on the server. */
   readonly releaseId: string;
-  /** The release step's output (secret when the environment holds secrets). */
+  /** The release step's output (secret when the environment holds secrets); staged, it names the slot and time of the stage. */
   readonly stdout: pulumi.Output<string>;
+  /** The release step (the roll waits for every droplet's). */
+  readonly step: command.remote.Command;
 
   constructor(name: string, args: AppReleaseArgs, opts?: pulumi.ComponentResourceOptions) {
     super("dropstack:index:AppRelease", name, {}, opts);
@@ -76,6 +80,7 @@ export class AppRelease extends pulumi.ComponentResource {
     if (args.clientDir) uploads.push(this.upload(`${name}-client-upload`, args, args.clientDir, clientUploadDir, opts?.dependsOn));
     const step = this.release(name, args, { uploadDir, clientUploadDir, gunicornConf, supervisorConf }, uploads);
     this.stdout = step.stdout;
+    this.step = step;
     this.registerOutputs({ releaseId: this.releaseId });
   }
 
@@ -117,6 +122,8 @@ export class AppRelease extends pulumi.ComponentResource {
         TRIGGERED_BY: args.triggeredBy,
         // (runtime python sends none of these: existing stacks keep their stdin)
         ...(args.container ? { RUNTIME: "docker", IMAGE: args.container.image, CONTAINER_MEMORY: String(args.container.memoryMib) } : {}),
+        // (nor these, with one droplet)
+        ...(args.stage ? { STAGE: "1", RUN_RELEASE_COMMAND: args.stage.runReleaseCommand ? "1" : "0" } : {}),
       },
       triggers: [this.releaseId, args.dropletId],
     }, { parent: this, dependsOn: after });

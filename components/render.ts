@@ -4,7 +4,7 @@ import type { EgressRule } from "./firewall";
 import { readRemoteFile, renderTemplate } from "./shell";
 
 /** Placeholders filled with text the program rendered itself (not user input). */
-const RENDERED = new Set(["proxy", "headers", "routes"]);
+const RENDERED = new Set(["proxy", "headers", "routes", "forwarded_proto"]);
 
 /** Values spliced into config files may not break out of their line or directive. */
 function inert(name: string, value: string): void {
@@ -26,6 +26,8 @@ export interface SiteSettings {
   hsts: boolean;
   /** With a built client: nginx serves it at / and hands only this prefix to the app; unset: the app answers at /. */
   apiPrefix?: string;
+  /** Behind the stack's load balancer (droplets > 1): plain HTTP from it, and the health path it checks, which answers 503 while the droplet drains. */
+  behindLoadBalancer?: { healthPath: string };
 }
 
 const HSTS = 'add_header Strict-Transport-Security "max-age=63072000; includeSubDomains" always;';
@@ -45,16 +47,24 @@ export function renderNginxSite(s: SiteSettings): string {
   const routes = s.apiPrefix === undefined
     ? renderTemplate(readRemoteFile("templates/nginx-routes-app.conf"), { app: s.app }, inert)
     : renderTemplate(readRemoteFile("templates/nginx-routes-client.conf"), { app: s.app, api_prefix: s.apiPrefix, headers: headers("        ") }, inert);
-  const proxy = renderTemplate(readRemoteFile("templates/nginx-proxy.conf"),
-    { app: s.app, max_body_size: s.maxBodySize, headers: headers("    "), routes: routes.replace(/\n$/, "") }, inert);
+  // (behind the load balancer the request reached it over HTTPS: it says so in X-Forwarded-Proto)
+  const proxy = renderTemplate(readRemoteFile("templates/nginx-proxy.conf"), {
+    app: s.app, max_body_size: s.maxBodySize, headers: headers("    "), routes: routes.replace(/\n$/, ""),
+    forwarded_proto: s.behindLoadBalancer ? "$http_x_forwarded_proto" : "$scheme",
+  }, inert);
+  if (s.behindLoadBalancer) {
+    if (!/^\/[A-Za-z0-9._~/-]*$/.test(s.behindLoadBalancer.healthPath)) throw new Error(`not a health path: ${JSON.stringify(s.behindLoadBalancer.healthPath)}`);
+    return renderTemplate(readRemoteFile("templates/nginx-site-lb.conf"),
+      { app: s.app, fqdn: s.fqdn, health_path: s.behindLoadBalancer.healthPath, proxy: proxy.replace(/\n$/, "") }, inert);
+  }
   const template = readRemoteFile(s.tls ? "templates/nginx-site-tls.conf" : "templates/nginx-site-http.conf");
   return renderTemplate(template, { app: s.app, fqdn: s.fqdn, proxy: proxy.replace(/\n$/, "") }, inert);
 }
 
-/** nginx's catch-all server and the ACME challenge snippet (no settings). */
-export function renderNginxDefault(): { defaultServer: string; acmeSnippet: string } {
+/** nginx's catch-all server and the ACME challenge snippet; behind a load balancer the app's site is the default server instead. */
+export function renderNginxDefault(behindLoadBalancer = false): { defaultServer: string; acmeSnippet: string } {
   return {
-    defaultServer: readRemoteFile("templates/nginx-default.conf"),
+    defaultServer: readRemoteFile(behindLoadBalancer ? "templates/nginx-default-lb.conf" : "templates/nginx-default.conf"),
     acmeSnippet: readRemoteFile("templates/nginx-acme.conf"),
   };
 }

@@ -25,7 +25,7 @@ export function readRemoteFile(relative: string): string {
 }
 
 /** Library files a step needs besides lib.sh (each also used elsewhere, e.g. by dropstack-switch). */
-const STEP_INCLUDES: Record<string, string[]> = { release: ["deploy-lock.sh"] };
+const STEP_INCLUDES: Record<string, string[]> = { release: ["deploy-lock.sh"], roll: ["lb-checks.sh"], "lb-member": ["lb-checks.sh"], "lb-leave": ["lb-checks.sh"] };
 
 /** The full text a step runs: remote/lib.sh, its includes, then the step's script (shebangs dropped). */
 export function scriptText(name: string): string {

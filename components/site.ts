@@ -16,6 +16,8 @@ export interface NginxSiteArgs extends OnServerArgs {
   hsts: boolean;
   /** With a built client (served at /): the path prefix nginx hands to the app; unset: the app answers at /. @example "/api" */
   apiPrefix?: string;
+  /** One droplet of several behind the stack's load balancer: plain HTTP from it; its health path answers 503 while the droplet drains. Unset: the droplet serves the site itself. @example { healthPath: "/healthz" } */
+  behindLoadBalancer?: { healthPath: string };
 }
 
 /** nginx in front of gunicorn's unix socket: proxy headers, static files, a built client, HTTPS and the redirect. */
@@ -27,7 +29,7 @@ export class NginxSite extends pulumi.ComponentResource {
 
   constructor(name: string, args: NginxSiteArgs, opts?: pulumi.ComponentResourceOptions) {
     super("dropstack:index:NginxSite", name, {}, opts);
-    this.config = renderNginxSite({ app: args.app, fqdn: args.fqdn, tls: args.tls, maxBodySize: args.maxBodySize, hsts: args.hsts, apiPrefix: args.apiPrefix });
+    this.config = renderNginxSite({ app: args.app, fqdn: args.fqdn, tls: args.tls, maxBodySize: args.maxBodySize, hsts: args.hsts, apiPrefix: args.apiPrefix, behindLoadBalancer: args.behindLoadBalancer });
     this.installed = remoteStep(`${name}-nginx`, {
       connection: args.connection,
       repairs: args.repairs,

@@ -46,6 +46,9 @@ export interface Pebble {
   addAAAARecord(host: string, ipv6: string): Promise<void>;
   /** Removes the A and AAAA records of `host`. */
   clearRecord(host: string): Promise<void>;
+  /** Sets the TXT record of `host` (a DNS-01 challenge, e.g. _acme-challenge.<name>), replacing any other. */
+  setTxtRecord(host: string, value: string): Promise<void>;
+  clearTxtRecord(host: string): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -262,6 +265,12 @@ function makePebble(certs: Certs, ports: Ports, children: ChildProcess[]): Pebbl
     clearRecord: async (host) => {
       await dnsApi("/clear-a", { host: fqdn(host) });
       await dnsApi("/clear-aaaa", { host: fqdn(host) });
+    },
+    setTxtRecord: async (host, value) => {
+      await dnsApi("/set-txt", { host: fqdn(host), value });
+    },
+    clearTxtRecord: async (host) => {
+      await dnsApi("/clear-txt", { host: fqdn(host) });
     },
     stop: () => stopChildren(children),
   };

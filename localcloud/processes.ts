@@ -1,12 +1,12 @@
 // A registry of the long-running processes the local cloud starts (qemu, pebble,
-// pebble-challtestsrv, the managed PostgreSQL server), so that none of them outlives the Node process that
+// pebble-challtestsrv, the managed PostgreSQL server, the load balancers' HAProxy), so that none of them outlives the Node process that
 // started it: on exit, Ctrl-C or SIGTERM every registered PID is killed.
 // Before a PID is signalled its command line is checked, so a recycled PID that
 // now belongs to some other program is never touched.
 import * as fs from "fs";
 import { waitUntil } from "./util";
 
-export type ProcessKind = "qemu" | "pebble" | "challtestsrv" | "postgres";
+export type ProcessKind = "qemu" | "pebble" | "challtestsrv" | "postgres" | "haproxy";
 
 interface Entry {
   kind: ProcessKind;

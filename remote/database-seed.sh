@@ -17,6 +17,7 @@ file=$V_SEED_FILE
 trap 'rm -f "$file"' EXIT
 
 if [ -n "$V_DB_HOST" ]; then
+  # shellcheck disable=SC2153 # (V_DB_PORT is read from stdin, like every value: see require above)
   [[ $V_DB_HOST =~ ^[A-Za-z0-9.-]+$ && $V_DB_PORT =~ ^[0-9]{1,5}$ ]] || die "bad database host or port"
   export PGHOST=$V_DB_HOST PGPORT=$V_DB_PORT PGUSER=$role PGPASSWORD=$V_DB_PASSWORD PGSSLMODE=require PGDATABASE=$db
   as_db() { "$@"; }

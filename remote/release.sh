@@ -132,7 +132,14 @@ for old in health_path health_host health_status health_timeout health_attempts 
 done
 
 # 3. Boot, check, switch (or refuse). A changed environment or config re-boots the same release.
-args=("$id" --by "$V_TRIGGERED_BY" --release-command --lock-held)
+#    Behind a load balancer (STAGE 1) the release is only booted and checked here: the roll
+#    switches each droplet in turn (remote/roll.sh); one droplet runs the release command.
+V_STAGE=${V_STAGE:-0}
+V_RUN_RELEASE_COMMAND=${V_RUN_RELEASE_COMMAND:-1}
+[[ $V_STAGE =~ ^[01]$ && $V_RUN_RELEASE_COMMAND =~ ^[01]$ ]] || die "STAGE and RUN_RELEASE_COMMAND must be 0 or 1"
+args=("$id" --by "$V_TRIGGERED_BY" --lock-held)
+[ "$V_RUN_RELEASE_COMMAND" = 1 ] && args+=(--release-command)
+[ "$V_STAGE" = 1 ] && args+=(--stage)
 [ "$config_changed" = 1 ] && args+=(--force)
 # A repair (dropstack-check found a file of this step or the switch changed by hand): the live
 # release boots again through the health gate with what dropstack wrote.
@@ -146,4 +153,6 @@ case "$result" in
   *changed=yes*) CHANGED=1 ;;
 esac
 echo "release=$id"
+# (staged: the line names the slot and the time, so that the roll runs after every new stage)
+if [ "$V_STAGE" = 1 ]; then grep -o 'staged=.*' <<<"$result" || true; fi
 finish

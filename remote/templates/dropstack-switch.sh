@@ -12,6 +12,8 @@
 # serving.
 #
 #   dropstack-switch <release-id> [--by WHO] [--release-command] [--force] [--repair] [--lock-held]
+#   dropstack-switch <release-id> --stage ...    (boot and health-check the idle slot, switch nothing)
+#   dropstack-switch <release-id> --commit ...   (switch to the release staged in the idle slot)
 #   dropstack-rollback [<release-id>] [--by WHO]    (default: the previous release)
 #   dropstack-switch --status
 #   dropstack-switch --link-live   (servers from before the live link: derive it from current.sock)
@@ -124,6 +126,8 @@ run_release_command=0
 force=0
 lock_held=0
 repair=0
+stage=0
+commit=0
 [ "$me" = dropstack-rollback ] && action=rollback
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -131,6 +135,9 @@ while [ $# -gt 0 ]; do
     --release-command) run_release_command=1; shift ;;
     --lock-held) lock_held=1; shift ;;
     --force) force=1; shift ;;
+    # (a rolling release on several droplets: every droplet stages first, then each commits in turn)
+    --stage) stage=1; shift ;;
+    --commit) commit=1; shift ;;
     # (a repair also sets aside supervisor programs dropstack did not write: see record_programs)
     --repair) repair=1; force=1; shift ;;
     --link-live)
@@ -189,6 +196,10 @@ slot_running() {
     supervisorctl status "$app-$1" 2>/dev/null | grep -q RUNNING
   fi
 }
+# (a commit of a release staged again while live, e.g. with a changed environment, switches to it)
+idle_slot=blue
+[ "$live_slot" = blue ] && idle_slot=green
+[ "$commit" = 1 ] && [ "$(cat "$state/staged" 2>/dev/null)" = "$id $idle_slot" ] && force=1
 if [ "$force" = 0 ] && [ "$live_release" = "$id" ] && [ -n "$live_slot" ] && slot_running "$live_slot"; then
   log "release $id is already live (slot $live_slot)"
   if [ ! -e /var/lib/dropstack/manifest/dropstack-switch ]; then
@@ -197,12 +208,22 @@ if [ "$force" = 0 ] && [ "$live_release" = "$id" ] && [ -n "$live_slot" ] && slo
   echo "live=$id slot=$live_slot changed=no"
   exit 0
 fi
-new_slot=blue
-[ "$live_slot" = blue ] && new_slot=green
+new_slot=$idle_slot
 socket=$rundir/$new_slot.sock
 [ "$runtime" = python ] || socket=$rundir/$new_slot/app.sock
 slot_conf=/etc/supervisor/conf.d/dropstack-$app-$new_slot.conf
 slot_log=$root/shared/log/$new_slot.log
+# A commit finds the release it staged still running in the idle slot and switches to it after
+# the health check; when it is not (the droplet rebooted, a switch ran by hand) it boots it again.
+reuse=0
+if [ "$commit" = 1 ]; then
+  if [ "$(cat "$state/staged" 2>/dev/null)" = "$id $new_slot" ] && slot_running "$new_slot"; then
+    reuse=1
+  else
+    log "release $id is not running staged in slot $new_slot: booting it there again"
+  fi
+fi
+[ "$reuse" = 1 ] || rm -f "$state/staged"
 
 health_path=$(setting health_path)
 health_host=$(setting health_host)
@@ -237,6 +258,7 @@ fail() {
   local cause
   if [ "$runtime" = docker ]; then docker logs --tail 200 "$(container "$new_slot")" >"$slot_log" 2>&1 || true; fi
   stop_slot "$new_slot"
+  rm -f "$state/staged"
   audit failed
   cause=$(first_traceback "$slot_log")
   die "$1
@@ -263,7 +285,9 @@ docker_flags() {
   if [ -d /var/run/postgresql ]; then flags+=(-v /var/run/postgresql:/var/run/postgresql); fi
 }
 
-if [ "$run_release_command" = 1 ] && [ -s "$state/release_command" ] && [ "$runtime" = docker ]; then
+if [ "$reuse" = 1 ]; then
+  : # (staged: its release command ran then, on the droplet that runs it)
+elif [ "$run_release_command" = 1 ] && [ -s "$state/release_command" ] && [ "$runtime" = docker ]; then
   log "running the release command in $id (image $image)"
   docker_flags "$new_slot"
   if ! output=$(docker run --rm --name "$(container "$new_slot")-release-command" "${flags[@]}" \
@@ -290,11 +314,15 @@ release $id was NOT switched live; ${live_release:-nothing} keeps serving."
 fi
 
 # ---- boot the new slot beside the live one
-: >"$slot_log.tmp" && chown "$app:$app" "$slot_log.tmp" && mv -f "$slot_log.tmp" "$slot_log"
-rm -f "$socket"
-point_slot "$new_slot" "$id" "$socket"
 boot_started=$(now_us)
-if [ "$runtime" = docker ]; then
+if [ "$reuse" = 0 ]; then
+  : >"$slot_log.tmp" && chown "$app:$app" "$slot_log.tmp" && mv -f "$slot_log.tmp" "$slot_log"
+  rm -f "$socket"
+  point_slot "$new_slot" "$id" "$socket"
+fi
+if [ "$reuse" = 1 ]; then
+  log "release $id is staged in slot $new_slot"
+elif [ "$runtime" = docker ]; then
   # The image's own command (entrypoint + cmd) runs through the environment loader. Restarted by
   # Docker when it exits (and after a reboot), stopped only by a switch.
   # (one JSON document per line: JSON has no raw newline inside a string)
@@ -363,6 +391,14 @@ boot_ms=$(((healthy - boot_started) / 1000))
 check_ms=$(((healthy - check_started) / 1000))
 log "slot $new_slot booted and passed its health check in ${boot_ms} ms (the passing check took ${check_ms} ms)"
 
+# ---- staged: the slot keeps running beside the live one until a commit switches to it
+if [ "$stage" = 1 ]; then
+  printf '%s %s\n' "$id" "$new_slot" >"$state/staged"
+  audit staged "boot_ms=$boot_ms"
+  echo "staged=$id slot=$new_slot at=$(now_us) changed=yes"
+  exit 0
+fi
+
 # ---- switch: one rename, and nginx's next connection and next file come from the new slot
 replace_link "$root/slots/$new_slot" "$root/live"
 # what people and tools read: the live socket and release, and the one before
@@ -371,6 +407,7 @@ replace_link "$release" "$root/current"
 if [ -n "$live_release" ] && [ "$live_release" != "$id" ]; then
   replace_link "$releases/$live_release" "$root/previous"
 fi
+rm -f "$state/staged"
 log "release $id is live on slot $new_slot"
 
 # ---- drain and stop the old slot (gunicorn finishes in-flight requests on TERM)

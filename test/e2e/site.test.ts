@@ -539,6 +539,25 @@ describe("end to end on the local cloud", function () {
     assert.match(audit, /result=failed/);
   });
 
+  it("stages a release beside the live one without switching, then commits it with no failed request (the two halves of a rolling release)", async () => {
+    const staged = await onServer(`sudo dropstack-switch ${v1Release} --stage`);
+    const idle = /slot=(blue|green)/.exec(staged)?.[1];
+    assert.match(staged, new RegExp(`^staged=${v1Release} slot=(blue|green) at=\\d+ changed=yes$`, "m"));
+    assert.strictEqual((await onServer("sudo cat /srv/app/shared/.dropstack/staged")).trim(), `${v1Release} ${idle}`);
+    assert.strictEqual((await onServer("sudo supervisorctl status | grep -c RUNNING || true")).trim(), "2", "the staged slot runs beside the live one");
+    assert.match((await curl(`https://${LOCAL_FQDN}/`)).body, /version: v2/, "staging switched nothing");
+    const { error, outcomes } = await underLoad(() => onServer(`sudo dropstack-switch ${v1Release} --commit`));
+    assert.ok(!error, String(error));
+    assert.strictEqual(failures(outcomes).length, 0, describeFailures(outcomes));
+    assert.deepStrictEqual(markerRuns(outcomes), ["v2", "v1"]);
+    assert.match(await onServer("sudo cat /srv/app/shared/log/releases.log | tail -n 1"), new RegExp(`release=${v1Release}.*result=ok`));
+    assert.strictEqual((await onServer("sudo test -e /srv/app/shared/.dropstack/staged && echo left || echo gone")).trim(), "gone");
+    assert.strictEqual((await onServer("sudo supervisorctl status | grep -c RUNNING || true")).trim(), "1", "the old slot is stopped");
+    assert.match((await onServer("sudo dropstack-switch --status")).split("\n")[0], new RegExp(`live=${v1Release} slot=${idle} `), "the staged slot is live");
+    await onServer(`sudo dropstack-switch ${v2Release}`);
+    assert.match((await curl(`https://${LOCAL_FQDN}/`)).body, /version: v2/);
+  });
+
   it("keeps only keepReleases releases, never the live or the previous one", async () => {
     cloud.configure(e2eConfig({ keepReleases: 2 }));
     editApp('VERSION = "v2"', 'VERSION = "v3"');

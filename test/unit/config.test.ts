@@ -234,6 +234,16 @@ const BAD: [string, Record<string, unknown>, string, RegExp][] = [
   ["runtime docker for an app folder without a Dockerfile", { runtime: "docker", appSource: "client" }, "runtime", /needs a Dockerfile in client\/ .*or set dropstack:runtime to "python"/],
   ["a container memory limit below 64 MiB", { runtime: "docker", containerMemory: 16 }, "containerMemory", /at least 64 MiB/],
   ["a container memory limit in a string", { runtime: "docker", containerMemory: "1g" }, "containerMemory", /MiB as a whole number, e.g. 512/],
+  // droplets > 1
+  ["no droplets", { droplets: 0 }, "droplets", /at least 1 droplet, e.g. 2/],
+  ["half a droplet", { droplets: 1.5 }, "droplets", /whole number of droplets/],
+  ["several droplets sharing the droplet's PostgreSQL", { droplets: 2, ...DB }, "droplets", /cannot share PostgreSQL on one droplet's volume .*pulumi config set dropstack:database managed/],
+  ["several droplets with a volume", { droplets: 2, volumeSize: 10 }, "volumeSize", /attaches to one droplet.*Spaces/],
+  ["several droplets without TLS", { droplets: 3, tls: false }, "tls", /Let's Encrypt certificate DigitalOcean issues/],
+  ["a load balancer setting with one droplet", { lbCheckInterval: 5 }, "lbCheckInterval", /only used with dropstack:droplets above 1/],
+  ["a health check interval under DigitalOcean's minimum", { droplets: 2, lbCheckInterval: 1 }, "lbCheckInterval", /at least 3 seconds/],
+  ["an unhealthy threshold over DigitalOcean's maximum", { droplets: 2, lbUnhealthyThreshold: 11 }, "lbUnhealthyThreshold", /at most 10 checks/],
+  ["a health check timeout longer than its interval", { droplets: 2, lbCheckInterval: 5, lbResponseTimeout: 10 }, "lbResponseTimeout", /longer than the checks' interval/],
 ];
 
 describe("config validation", () => {
@@ -266,6 +276,15 @@ describe("config validation", () => {
     assert.deepStrictEqual(load("staging", { database: "managed", databaseVersion: "14", databaseNodes: 2 }).managed, { version: "14", size: "db-s-1vcpu-1gb", nodes: 2 });
     assert.strictEqual(load("staging", { database: "managed", databaseVersion: 15 }).managed?.version, "15", "a version that reads as a number");
     assert.strictEqual(load("staging").managed, undefined);
+  });
+
+  it("accepts several droplets with a managed database or none, the load balancer's health check defaulted to DigitalOcean's", () => {
+    assert.deepStrictEqual(load("staging", { droplets: 2, database: "managed" }).fleet,
+      { droplets: 2, health: { intervalSeconds: 10, timeoutSeconds: 5, healthyThreshold: 5, unhealthyThreshold: 3 } });
+    assert.deepStrictEqual(load("staging", { droplets: 3, lbCheckInterval: 3, lbResponseTimeout: 3, lbHealthyThreshold: 2, lbUnhealthyThreshold: 2 }).fleet,
+      { droplets: 3, health: { intervalSeconds: 3, timeoutSeconds: 3, healthyThreshold: 2, unhealthyThreshold: 2 } });
+    assert.strictEqual(load("staging").fleet, undefined);
+    assert.strictEqual(load("staging", { droplets: 1 }).fleet, undefined);
   });
 
   it("accepts a built client, its API under /api unless apiPrefix says otherwise", () => {

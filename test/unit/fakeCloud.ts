@@ -8,6 +8,9 @@ import { stackConfig } from "../../localcloud/stackConfig";
 
 export const DROPLET_IPV4 = "203.0.113.10";
 export const DROPLET_IPV6 = "2001:db8::10";
+/** With droplets > 1: droplet N's address (the first is DROPLET_IPV4), and the load balancer's. */
+export const dropletIpv4 = (name: string) => (/^server-(\d+)-droplet$/.test(name) ? `203.0.113.${9 + Number(/\d+/.exec(name)![0])}` : DROPLET_IPV4);
+export const LB_IPV4 = "203.0.113.200";
 export const DEPLOY_PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDropstackUnitTestPublicKeyAAAAAAAAAAAAAAAA";
 export const DEPLOY_PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nunit-test-deploy-key\n-----END OPENSSH PRIVATE KEY-----\n";
 export const HOST_PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDropstackUnitTestHostKeyAAAAAAAAAAAAAAAAAAA";
@@ -27,13 +30,15 @@ function fakeState(args: pulumi.runtime.MockResourceArgs): Record<string, unknow
     case "digitalocean:index/sshKey:SshKey":
       return { ...args.inputs, fingerprint: "3b:16:bf:e4:8b:00:8b:b8:59:8c:a9:d3:f0:19:45:fa" };
     case "digitalocean:index/droplet:Droplet":
-      return { ...args.inputs, ipv4Address: DROPLET_IPV4, ipv6Address: args.inputs.ipv6 ? DROPLET_IPV6 : undefined, status: "active", vpcUuid: FAKE_VPC.id };
+      return { ...args.inputs, ipv4Address: dropletIpv4(args.name), ipv6Address: args.inputs.ipv6 ? DROPLET_IPV6 : undefined, status: "active", vpcUuid: FAKE_VPC.id };
     case "digitalocean:index/databaseCluster:DatabaseCluster":
       return { ...args.inputs, privateHost: FAKE_DB.privateHost, host: "db.example.com", port: 25060, user: "doadmin", password: FAKE_DB.adminPassword };
     case "digitalocean:index/databaseUser:DatabaseUser":
       return { ...args.inputs, password: FAKE_DB.userPassword };
     case "digitalocean:index/dnsRecord:DnsRecord":
       return { ...args.inputs, fqdn: `${args.inputs.name === "@" ? "" : `${args.inputs.name}.`}${args.inputs.domain}` };
+    case "digitalocean:index/loadBalancer:LoadBalancer":
+      return { ...args.inputs, ip: LB_IPV4, status: "active" };
     case "command:remote:Command":
       return { ...args.inputs, stdout: "", stderr: "" };
     case "random:index/randomPassword:RandomPassword":

@@ -11,7 +11,9 @@ import {
 } from "../../components/render";
 import { encodeValues, readRemoteFile, renderTemplate, scriptText, shellQuote, stepCommand } from "../../components/shell";
 
-const STEPS = ["wait-ready", "base", "reboot", "certificate", "site", "release", "docker"];
+/** Every step in remote/: its scripts but the prelude (lib.sh) and the parts rendered into others. */
+const INCLUDED = ["lib.sh", "deploy-lock.sh", "lb-checks.sh"];
+const STEPS = fs.readdirSync(path.join(__dirname, "..", "..", "remote")).filter((f) => f.endsWith(".sh") && !INCLUDED.includes(f)).map((f) => f.slice(0, -3)).sort();
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "dropstack-render-"));
 
 function requireTool(tool: string): void {

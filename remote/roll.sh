@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# One droplet's turn in a rolling release (droplets > 1; the program runs the droplets' turns one
+# after the other, after every droplet staged the release: booted it in its idle slot and passed
+# the health gate). The turn takes the droplet out of the load balancer's rotation (the drain flag:
+# nginx answers the health path with 503) and waits until the load balancer has seen that
+# (`unhealthy threshold` failed checks in nginx's access log, or as long as the load balancer
+# needs); then the staged slot goes live through dropstack-switch (health gate again, atomic
+# switch, old slot stopped gracefully); then the flag goes and the turn waits until the load
+# balancer has seen `healthy threshold` passed checks. A droplet whose staged release is already
+# live has nothing to do. Fails, with the droplet back in rotation on its live release, when the
+# switch is refused; fails when the load balancer does not take the droplet back.
+set -euo pipefail
+
+lb_setup
+require V_RELEASE_ID V_HEALTHY_THRESHOLD V_UNHEALTHY_THRESHOLD V_TRIGGERED_BY
+app=$V_APP
+id=$V_RELEASE_ID
+[[ $id =~ ^[A-Za-z0-9._-]{1,80}$ ]] || die "bad release id"
+[[ $V_HEALTHY_THRESHOLD =~ ^[0-9]{1,2}$ && $V_UNHEALTHY_THRESHOLD =~ ^[0-9]{1,2}$ ]] || die "the thresholds must be numbers"
+root=/srv/$app
+state=$root/shared/.dropstack
+
+live=$(readlink "$root/current" 2>/dev/null || true)
+live=${live##*/}
+staged=$(cat "$state/staged" 2>/dev/null || true)
+if [ "${staged%% *}" != "$id" ]; then
+  [ "$live" = "$id" ] || die "release $id is not staged on this droplet (staged: ${staged:-nothing}, live: ${live:-nothing}): its release step must run first"
+  log "release $id is live here already"
+  finish
+  exit 0
+fi
+
+# ---- out of rotation
+mark=$(log_size)
+drain
+CHANGED=1
+wait_checks 503 "$V_UNHEALTHY_THRESHOLD" "$mark" "draining" \
+  || log "draining: saw no $V_UNHEALTHY_THRESHOLD failed checks in nginx's log within the load balancer's window; it has had that long to take the droplet out"
+
+# ---- the staged release goes live (health gate again, atomic switch, old slot drained and stopped)
+if ! /usr/local/sbin/dropstack-switch "$id" --commit --by "$V_TRIGGERED_BY" >/dev/null; then
+  rm -f "$drain_flag"
+  die "release $id was refused on this droplet; ${live:-nothing} keeps serving and the droplet is back in rotation"
+fi
+
+# ---- back in rotation
+mark=$(log_size)
+rm -f "$drain_flag"
+wait_checks 200 "$V_HEALTHY_THRESHOLD" "$mark" "back in rotation" \
+  || die "release $id is live here, but the load balancer did not see $V_HEALTHY_THRESHOLD passed health checks within $(( (V_HEALTHY_THRESHOLD + 1) * V_CHECK_INTERVAL + V_CHECK_TIMEOUT )) s: the roll stops before the next droplet (see the load balancer's health of each droplet)"
+echo "rolled=$id"
+finish
