@@ -31,6 +31,8 @@ import { folderHash } from "../components/shell";
 import { runProgram, RunResult } from "./program";
 import { Pebble } from "./acme";
 import { buildImage, providerConnection } from "./docker";
+import { issueLetsEncryptCertificate } from "./lbCertificate";
+import { LbSpec, LocalLoadBalancer } from "./loadBalancer";
 import { isRunning, registerProcess, stopProcess } from "./processes";
 import { sftpWriteDir, sshExec, SshConnection, waitForSshLogin } from "./ssh";
 import { run } from "./util";
@@ -41,6 +43,8 @@ import * as managedPg from "./managedPostgres";
 type Inputs = Record<string, unknown>;
 
 const CLUSTER = "digitalocean:index/databaseCluster:DatabaseCluster";
+const LOAD_BALANCER = "digitalocean:index/loadBalancer:LoadBalancer";
+const CERTIFICATE = "digitalocean:index/certificate:Certificate";
 /** The one VPC of the local cloud (qemu's user network). */
 const LOCAL_VPC_ID = "local-vpc";
 
@@ -154,6 +158,8 @@ export class LocalCloud {
   private state: State;
   private readonly statePath: string;
   private readonly vms = new Map<string, Vm>();
+  /** The load balancers' HAProxy, by load balancer id (they live as long as this process). */
+  private readonly lbs = new Map<string, LocalLoadBalancer>();
   private readonly log: (line: string) => void;
   private steps: StepRecord[] = [];
   private registered = new Set<string>();
@@ -310,6 +316,7 @@ export class LocalCloud {
     if (type === "digitalocean:index/dnsRecord:DnsRecord") await this.applyDns(inputs);
     if (type === "digitalocean:index/sshKey:SshKey") this.sshKeys.set(String(stored.outputs.fingerprint), String(inputs.publicKey));
     if (type === CLUSTER) await managedPg.ensureClusterRunning(clusterOf(stored), (m) => this.log(m));
+    if (type === LOAD_BALANCER && !this.lbs.has(stored.id)) await this.applyLoadBalancer(inputs, stored);
   }
 
   private async perform(type: string, name: string, inputs: Inputs, op: StepRecord["op"], stored?: StoredResource, provider?: string): Promise<{ id: string; outputs: Inputs }> {
@@ -361,11 +368,93 @@ export class LocalCloud {
       case "digitalocean:index/databaseFirewall:DatabaseFirewall":
         await managedPg.setTrustedSources(this.cluster(inputs.clusterId), this.trustedSources(inputs));
         return { id: String(inputs.clusterId), outputs: { ...inputs } };
+      case CERTIFICATE:
+        return this.issueCertificate(inputs, stored);
+      case LOAD_BALANCER:
+        return this.applyLoadBalancer(inputs, stored);
       case "random:index/randomPassword:RandomPassword":
         return { id: stored?.id ?? `pw-${sha(name + Date.now()).slice(0, 8)}`, outputs: { ...inputs, result: randomPassword(inputs) } };
       default:
         throw new Error(`local cloud: no stand-in for resource type ${type} (${name})`);
     }
+  }
+
+  /** Where a certificate's chain and key are kept (root only, never in the outputs: DigitalOcean does not hand them out either). */
+  private certificateFile(name: string): string {
+    return path.join(this.opts.stateDir, "certificates", `${name.replace(/[^A-Za-z0-9._-]/g, "_")}.pem`);
+  }
+
+  /** A Let's Encrypt certificate, as DigitalOcean issues one for a load balancer: from Pebble, DNS-01 in Pebble's DNS. */
+  private async issueCertificate(inputs: Inputs, stored?: StoredResource): Promise<{ id: string; outputs: Inputs }> {
+    if (inputs.type !== "lets_encrypt") throw new Error(`local cloud: certificates of type ${String(inputs.type)} are not stood in for (lets_encrypt is)`);
+    const domains = ((inputs.domains as string[] | undefined) ?? []).map(String);
+    const zone = this.opts.config["dropstack:domain"];
+    for (const d of domains) {
+      if (d !== zone && !d.endsWith(`.${zone}`)) throw new Error(`local cloud: a Let's Encrypt certificate needs its names in a zone DigitalOcean manages here (${zone}), not ${d}`);
+    }
+    const issued = await issueLetsEncryptCertificate(this.opts.pebble, domains, (m) => this.log(m));
+    const file = this.certificateFile(String(inputs.name));
+    fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+    fs.writeFileSync(file, issued.pem, { mode: 0o600 });
+    this.log(`    certificate ${String(inputs.name)} for ${domains.join(", ")} issued by Pebble (until ${issued.notAfter})`);
+    const id = stored?.id ?? crypto.randomUUID();
+    return { id, outputs: { ...inputs, uuid: id, state: "verified", notAfter: issued.notAfter, sha1Fingerprint: issued.sha1Fingerprint } };
+  }
+
+  /** A load balancer: HAProxy on the host, on an address of its own, from the resource's inputs (localcloud/loadBalancer.ts). */
+  private async applyLoadBalancer(inputs: Inputs, stored?: StoredResource): Promise<{ id: string; outputs: Inputs }> {
+    if (inputs.vpcUuid !== undefined && inputs.vpcUuid !== LOCAL_VPC_ID) throw new Error(`local cloud: load balancer ${String(inputs.name)} is in VPC ${String(inputs.vpcUuid)}; the droplets are in ${LOCAL_VPC_ID}`);
+    const droplets = ((inputs.dropletIds as unknown[] | undefined) ?? []).map(String).map((id) => {
+      const vm = this.state.vms[id];
+      if (!vm) throw new Error(`local cloud: load balancer ${String(inputs.name)} names droplet ${id}, which does not exist`);
+      return { id, address: vm.address };
+    });
+    const certificates: Record<string, string> = {};
+    for (const r of Object.values(this.state.resources)) {
+      if (r.type === CERTIFICATE && fs.existsSync(this.certificateFile(String(r.outputs.name)))) certificates[String(r.outputs.name)] = fs.readFileSync(this.certificateFile(String(r.outputs.name)), "utf8");
+    }
+    const spec: LbSpec = {
+      forwardingRules: (inputs.forwardingRules as LbSpec["forwardingRules"] | undefined) ?? [],
+      healthcheck: (inputs.healthcheck as LbSpec["healthcheck"] | undefined) ?? { protocol: "tcp", port: 80 },
+      redirectHttpToHttps: inputs.redirectHttpToHttps === true,
+      httpIdleTimeoutSeconds: inputs.httpIdleTimeoutSeconds as number | undefined,
+      droplets,
+      certificates,
+    };
+    const id = stored?.id ?? crypto.randomUUID();
+    let lb = this.lbs.get(id);
+    if (!lb) {
+      lb = await LocalLoadBalancer.create(path.join(this.opts.stateDir, "lb", id), stored ? String(stored.outputs.ip) : undefined);
+      this.lbs.set(id, lb);
+    }
+    await lb.apply(spec);
+    this.log(`    load balancer ${String(inputs.name)} on ${lb.address}: droplets ${droplets.map((d) => `${d.id} (${d.address})`).join(", ")}`);
+    return { id, outputs: { ...inputs, ip: lb.address, ipv6: "", status: "active", urn: `do:loadbalancer:${id}` } };
+  }
+
+  /** DigitalOcean's power-off action on a droplet (ACPI, then the plug): it stays off until powerOn. */
+  async powerOff(dropletId: string): Promise<void> {
+    const vm = this.vms.get(dropletId);
+    if (!vm) throw new Error(`local cloud: droplet ${dropletId} has no VM in this process`);
+    await vm.powerOff();
+    this.log(`    powered droplet ${dropletId} off (${vm.address})`);
+  }
+
+  /** DigitalOcean's power-on action: the droplet boots from its disk; resolves once SSH answers. */
+  async powerOn(dropletId: string): Promise<void> {
+    const stored = this.state.vms[dropletId];
+    if (!stored) throw new Error(`local cloud: droplet ${dropletId} does not exist`);
+    if (this.vms.get(dropletId)?.isRunning()) return;
+    const vm = await resumeVm(stored.dir, (m) => this.log(`    ${m}`));
+    this.vms.set(dropletId, vm);
+    await vm.waitForSsh(8 * 60_000);
+    this.save();
+  }
+
+  /** A load balancer's view of its droplets (tests: is a droplet in rotation). */
+  async loadBalancerDroplets(): Promise<Record<string, string>> {
+    const [lb] = [...this.lbs.values()];
+    return lb ? lb.droplets() : {};
   }
 
   private async createKeyPair(name: string, inputs: Inputs): Promise<{ id: string; outputs: Inputs }> {
@@ -604,6 +693,11 @@ export class LocalCloud {
       await managedPg.dropDatabase(this.cluster(stored.outputs.clusterId), String(stored.outputs.name));
     }
     if (stored.type === CLUSTER) await managedPg.deleteCluster(clusterOf(stored));
+    if (stored.type === LOAD_BALANCER) {
+      await this.lbs.get(stored.id)?.stop();
+      this.lbs.delete(stored.id);
+    }
+    if (stored.type === CERTIFICATE) fs.rmSync(this.certificateFile(String(stored.outputs.name)), { force: true });
     if (stored.type === "digitalocean:index/droplet:Droplet") {
       const vm = this.state.vms[stored.id];
       if (vm) await this.stopVm(vm);

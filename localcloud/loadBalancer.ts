@@ -141,10 +141,10 @@ export class LocalLoadBalancer {
 
   private constructor(readonly dir: string, readonly address: string) {}
 
-  /** A new load balancer: its own loopback address (ports 80 and 443 free), its files in `dir`. */
-  static async create(dir: string): Promise<LocalLoadBalancer> {
+  /** A load balancer: its own loopback address (ports 80 and 443 free; or the one it had, kept across runs), its files in `dir`. */
+  static async create(dir: string, address?: string): Promise<LocalLoadBalancer> {
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-    return new LocalLoadBalancer(dir, await freeLoopbackAddress());
+    return new LocalLoadBalancer(dir, address ?? await freeLoopbackAddress());
   }
 
   /** Configures HAProxy for `spec`: started the first time, replaced without dropping a connection after. */

@@ -43,6 +43,12 @@ export function stepPhases(up: UpResult): [string, number][] {
   ];
 }
 
+/** The address the site's name points at after `up`: the load balancer's when there is one. */
+function siteAddress(up: UpResult): string {
+  const lb = up.outputs.loadBalancerIp?.value;
+  return typeof lb === "string" && lb !== "" ? lb : String(up.outputs.ipv4Address.value);
+}
+
 /** One booted stack: `LocalSession.start`, then the helpers, then `stop`. */
 export class LocalSession {
   /** The droplet the session talks to (changes when an up replaces it). */
@@ -60,7 +66,7 @@ export class LocalSession {
     /** Seconds the image took (0 when cached) and the first up took. */
     readonly imageSeconds: number,
     readonly firstUpSeconds: number,
-    /** The droplet's address (a replaced droplet has a new one: see follow()). */
+    /** The droplet's address (a replaced droplet has a new one: see follow()); with droplets > 1 the first droplet's. */
     public ip: string,
     /** SSH as the deploy user with the generated key, the host key pinned. */
     public conn: SshConnection,
@@ -68,6 +74,19 @@ export class LocalSession {
     readonly rootCa: string,
   ) {
     this.dropletId = String(first.outputs.dropletId.value);
+    this.siteIp = siteAddress(first);
+  }
+
+  /** Where the site's name points: the droplet, or with droplets > 1 the load balancer. */
+  public siteIp: string;
+
+  /** SSH to droplet `i` (0: the first) of the stack as `up` left it, its own host key pinned. */
+  dropletConnection(up: UpResult, i: number): SshConnection {
+    const addresses = up.outputs.dropletAddresses?.value as string[] | undefined;
+    const host = addresses?.[i];
+    if (!host) throw new Error(`the stack has no droplet ${i + 1} (addresses: ${JSON.stringify(addresses)})`);
+    const hostKey = up.resources.find((r) => r.name === (i === 0 ? "host-key-key" : `host-key-${i + 1}-key`))?.state.publicKeyOpenssh;
+    return { ...this.conn, host, hostKey: String(hostKey).trim() };
   }
 
   /**
@@ -117,6 +136,7 @@ export class LocalSession {
     this.ip = String(up.outputs.ipv4Address.value);
     this.conn = { ...this.conn, host: this.ip, user: deployUser };
     this.dropletId = String(up.outputs.dropletId.value);
+    this.siteIp = siteAddress(up);
   }
 
   /** Runs a command on the droplet as the deploy user; throws with its output when it fails. */
@@ -129,11 +149,11 @@ export class LocalSession {
     return this.onServer("sudo bash -s", `set -euo pipefail\n${script}\n`, timeoutMs);
   }
 
-  /** curl through the droplet's address with the site's name, trusting Pebble's root. */
+  /** curl through the site's address (the droplet's, or the load balancer's) with the site's name, trusting Pebble's root. */
   async curl(url: string, extra: string[] = []): Promise<Http> {
     const u = new URL(url);
     const port = u.protocol === "https:" ? 443 : 80;
-    const args = ["-sS", "--max-time", "20", "--cacert", this.rootCa, "--resolve", `${u.hostname}:${port}:${this.ip}`, "-D", "-", ...extra, url];
+    const args = ["-sS", "--max-time", "20", "--cacert", this.rootCa, "--resolve", `${u.hostname}:${port}:${this.siteIp}`, "-D", "-", ...extra, url];
     const { stdout } = await execFileP("curl", args, { maxBuffer: 10 * 1024 * 1024 });
     const split = stdout.indexOf("\r\n\r\n");
     const headers = stdout.slice(0, split);

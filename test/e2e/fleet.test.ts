@@ -1,0 +1,203 @@
+// End to end with droplets > 1 on the local cloud: two VMs (then three, then two again) behind
+// the load balancer stand-in (HAProxy on the host with DigitalOcean's health-check semantics, TLS
+// with a certificate Pebble issued over DNS-01), the managed PostgreSQL stand-in, the sample app.
+// Not in `npm run test:e2e` by default (it boots three VMs, about 45 minutes here):
+//   DROPSTACK_E2E_FLEET=1 npm run test:e2e -- --grep fleet
+import * as assert from "assert";
+import * as fs from "fs";
+import * as path from "path";
+import { UpResult } from "../../localcloud/engine";
+import { appVersion, closedLoop, failures, LoadTarget, Outcome } from "../../localcloud/load";
+import { LOCAL_FQDN, localConfig } from "../../localcloud/localStack";
+import { LocalSession } from "../../localcloud/session";
+import { sshOutput } from "../../localcloud/ssh";
+import { PROJECT_DIR } from "../../localcloud/stackConfig";
+import { waitUntil } from "../../localcloud/util";
+
+const log = (m: string) => console.log(`      ${m}`);
+const SEED_DUMP = path.join(PROJECT_DIR, "test", "fixtures", "seed.dump");
+const measured: [string, string][] = [];
+/** Fast health checks (the e2e waits on them): DigitalOcean's minimum interval and timeout, 2 checks either way. */
+const LB = { lbCheckInterval: 3, lbResponseTimeout: 3, lbHealthyThreshold: 2, lbUnhealthyThreshold: 2 };
+
+(process.env.DROPSTACK_E2E_FLEET === "1" ? describe : describe.skip)("fleet: droplets > 1 behind the load balancer on the local cloud", function () {
+  let session: LocalSession;
+  let last: UpResult;
+  let droplets = 2;
+
+  const config = (n: number) => (pebble: LocalSession["pebble"], app: string) => localConfig(pebble, {
+    appSource: app,
+    droplets: n,
+    ...LB,
+    database: "managed",
+    databaseSeed: path.relative(PROJECT_DIR, SEED_DUMP),
+    aptPackages: ["python3-flask", "python3-psycopg2"],
+    releaseCommand: "python migrate.py",
+    healthAttempts: 20,
+  });
+  const appPy = () => path.join(session.appDir, "app.py");
+  const bumpVersion = () => {
+    const text = fs.readFileSync(appPy(), "utf8");
+    const now = /VERSION = "(v\d+)"/.exec(text)![1];
+    const next = `v${Number(now.slice(1)) + 1}`;
+    fs.writeFileSync(appPy(), text.replace(`VERSION = "${now}"`, `VERSION = "${next}"`));
+    return [now, next];
+  };
+  const target = (): LoadTarget => ({ host: LOCAL_FQDN, address: session.siteIp, ca: fs.readFileSync(session.rootCa, "utf8"), path: "/", marker: appVersion });
+  /** Runs `action` while one client keeps requesting through the load balancer. */
+  async function underLoad<T>(action: () => Promise<T>): Promise<{ result?: T; error?: unknown; outcomes: Outcome[] }> {
+    let finish!: () => void;
+    const stop = new Promise<void>((r) => (finish = r));
+    const load = closedLoop(target(), stop, { connections: 2 });
+    let result: T | undefined;
+    let error: unknown;
+    try {
+      result = await action();
+    } catch (e) {
+      error = e;
+    }
+    finish();
+    return { result, error, outcomes: await load };
+  }
+  const describeFailures = (o: Outcome[]) => failures(o).slice(0, 5).map((x) => `${x.status} ${x.error ?? ""}`).join("; ");
+  const dropletIds = (up: UpResult) => [...Array(droplets).keys()].map((i) => String(up.resources.find((r) => r.name === (i === 0 ? "server-droplet" : `server-${i + 1}-droplet`))?.id));
+  const onDroplet = (i: number, command: string) => sshOutput(session.dropletConnection(last, i), command, { timeoutMs: 5 * 60_000 });
+  const liveRelease = async (i: number) => (await onDroplet(i, "readlink /srv/app/current")).trim().split("/").pop();
+  /** The load balancer's view: droplet id → "UP", "DOWN", ... */
+  const rotation = () => session.cloud.loadBalancerDroplets();
+  const waitRotation = (what: string, want: (states: Record<string, string>) => boolean) =>
+    waitUntil(what, 3 * 60_000, async () => (want(await rotation()) ? true : undefined), { intervalMs: 500, debug: async () => JSON.stringify(await rotation()) });
+  /** Which droplets (host names) answer `count` requests, each on a new connection. */
+  const servedBy = async (count: number) => {
+    const hosts = new Set<string>();
+    for (let i = 0; i < count; i++) {
+      const r = await session.curl(`https://${LOCAL_FQDN}/`);
+      assert.strictEqual(r.code, 200, r.body.slice(0, 300));
+      assert.match(r.body, /behind nginx, over https\./, "the load balancer's X-Forwarded-Proto reached the app");
+      hosts.add(/Served by gunicorn on ([a-z0-9-]+) behind/.exec(r.body)?.[1] ?? "?");
+    }
+    return [...hosts].sort();
+  };
+
+  before(async function () {
+    this.timeout(90 * 60_000);
+    session = await LocalSession.start({ stack: "fleet", log, config: config(2) });
+    last = session.first;
+    measured.push(["first up with 2 droplets (in parallel)", `${session.firstUpSeconds.toFixed(1)} s`]);
+  });
+
+  after(async function () {
+    this.timeout(10 * 60_000);
+    if (session) await session.stop(log);
+    console.log("\n      Fleet timings (wall time on this machine):");
+    for (const [name, v] of measured) console.log(`        ${name.padEnd(52)} ${v}`);
+  });
+
+  it("serves the site over HTTPS through the load balancer, from both droplets, with a certificate for the name chaining to Pebble's root; HTTP redirects", async () => {
+    await waitRotation("both droplets in rotation", (s) => Object.values(s).length === 2 && Object.values(s).every((x) => x === "UP"));
+    assert.notStrictEqual(session.siteIp, session.ip, "the name points at the load balancer, not a droplet");
+    assert.deepStrictEqual(await servedBy(8), ["app-fleet", "app-fleet-2"]);
+    const plain = await session.curl(`http://${LOCAL_FQDN}/notes`);
+    assert.strictEqual(plain.code, 301);
+    assert.match(plain.headers, new RegExp(`location: https://${LOCAL_FQDN.replace(/\./g, "\\.")}/notes`, "i"));
+    const notes = JSON.parse((await session.curl(`https://${LOCAL_FQDN}/notes`)).body).notes.map((n: { body: string }) => n.body);
+    assert.ok(notes.includes("seeded note one"), `the managed database's seeded notes: ${notes}`);
+    for (const i of [0, 1]) {
+      const ports = (await onDroplet(i, "sudo ss -Hltn")).trim().split("\n").map((l) => l.trim().split(/\s+/)[3])
+        .filter((a) => !/^(127\.|\[::1\]|::1)/.test(a)).map((a) => Number(a.slice(a.lastIndexOf(":") + 1)));
+      assert.deepStrictEqual([...new Set(ports)].sort((a, b) => a - b), [22, 80], `droplet ${i + 1}: TLS ends at the load balancer`);
+      assert.strictEqual((await onDroplet(i, "test -e /etc/letsencrypt/live && echo certbot || echo none")).trim(), "none");
+    }
+  });
+
+  it("rolls a release one droplet at a time under steady load: no failed request, both droplets on it at the end", async () => {
+    const [was, now] = bumpVersion();
+    const t = Date.now();
+    const { result, error, outcomes } = await underLoad(() => session.cloud.up());
+    assert.ok(result, `up failed: ${error}`);
+    last = result;
+    measured.push(["rolling release, 2 droplets (up)", `${((Date.now() - t) / 1000).toFixed(1)} s, ${outcomes.length} requests`]);
+    assert.strictEqual(failures(outcomes).length, 0, describeFailures(outcomes));
+    const versions = new Set(outcomes.map((o) => o.marker));
+    assert.deepStrictEqual([...versions].sort(), [was, now].sort(), "only the two releases were served");
+    assert.strictEqual(outcomes[outcomes.length - 1].marker, now);
+    const id = String(result.outputs.releaseId.value);
+    assert.deepStrictEqual([await liveRelease(0), await liveRelease(1)], [id, id]);
+    const order = result.steps.map((x) => x.name);
+    assert.ok(order.indexOf("roll-1") < order.indexOf("roll-2"), `roll-1 then roll-2: ${order.join(", ")}`);
+    assert.ok(order.indexOf("app-2-release") < order.indexOf("roll-1"), "every droplet staged before the first switched");
+    assert.deepStrictEqual(await servedBy(4), ["app-fleet", "app-fleet-2"], "both back in rotation");
+  });
+
+  it("a release refused on the second droplet leaves both droplets on the previous release", async () => {
+    const before = [await liveRelease(0), await liveRelease(1)];
+    await onDroplet(1, "sudo chattr +i /srv/app/releases");
+    let outcome;
+    try {
+      const [was] = bumpVersion();
+      outcome = await underLoad(() => session.cloud.up());
+      assert.ok(outcome.error, "the up must fail");
+      assert.match(String(outcome.error), /not permitted/i, "the second droplet could not stage the release");
+      assert.strictEqual(failures(outcome.outcomes).length, 0, describeFailures(outcome.outcomes));
+      assert.deepStrictEqual([...new Set(outcome.outcomes.map((o) => o.marker))], [was], "only the previous release was served");
+      assert.deepStrictEqual([await liveRelease(0), await liveRelease(1)], before, "no droplet switched");
+    } finally {
+      await onDroplet(1, "sudo chattr -i /srv/app/releases");
+    }
+    const fixed = await underLoad(() => session.cloud.up());
+    assert.ok(fixed.result, `the next up failed: ${fixed.error}`);
+    last = fixed.result;
+    assert.strictEqual(failures(fixed.outcomes).length, 0, describeFailures(fixed.outcomes));
+    const id = String(fixed.result.outputs.releaseId.value);
+    assert.deepStrictEqual([await liveRelease(0), await liveRelease(1)], [id, id]);
+  });
+
+  it("takes a powered-off droplet out of rotation; the site keeps answering, and the droplet rejoins once powered on", async () => {
+    const [, second] = dropletIds(last);
+    let finish!: () => void;
+    const load = closedLoop(target(), new Promise<void>((r) => (finish = r)), { connections: 1 });
+    const t = Date.now();
+    await session.cloud.powerOff(second);
+    await waitRotation("the powered-off droplet out of rotation", (s) => /^DOWN/.test(s[second] ?? ""));
+    const out = Date.now();
+    measured.push(["powered-off droplet out of rotation", `${((out - t) / 1000).toFixed(1)} s`]);
+    await waitUntil("10 s more of load", 30_000, async () => (Date.now() - out > 10_000 ? true : undefined), { intervalMs: 500 });
+    finish();
+    const outcomes = await load;
+    const afterOut = outcomes.filter((o) => o.at > out);
+    assert.ok(afterOut.length > 0);
+    assert.strictEqual(failures(afterOut).length, 0, `after the droplet left the rotation: ${describeFailures(afterOut)}`);
+    measured.push(["requests failed while the load balancer noticed", `${failures(outcomes.filter((o) => o.at <= out)).length} of ${outcomes.length}`]);
+    assert.deepStrictEqual(await servedBy(4), ["app-fleet"]);
+    await session.cloud.powerOn(second);
+    await waitRotation("the droplet back in rotation", (s) => s[second] === "UP");
+    assert.deepStrictEqual(await servedBy(6), ["app-fleet", "app-fleet-2"]);
+  });
+
+  it("grows to 3 droplets and back to 2 under steady load with no failed request", async () => {
+    droplets = 3;
+    session.cloud.configure(config(3)(session.pebble, session.appDir));
+    let t = Date.now();
+    const grow = await underLoad(() => session.cloud.up());
+    assert.ok(grow.result, `up to 3 failed: ${grow.error}`);
+    last = grow.result;
+    measured.push(["up from 2 to 3 droplets", `${((Date.now() - t) / 1000).toFixed(1)} s, ${grow.outcomes.length} requests`]);
+    assert.strictEqual(failures(grow.outcomes).length, 0, describeFailures(grow.outcomes));
+    await waitRotation("three droplets in rotation", (s) => Object.values(s).length === 3 && Object.values(s).every((x) => x === "UP"));
+    assert.deepStrictEqual(await servedBy(9), ["app-fleet", "app-fleet-2", "app-fleet-3"]);
+    const id = String(grow.result.outputs.releaseId.value);
+    assert.strictEqual(await liveRelease(2), id, "the new droplet runs the release");
+
+    droplets = 2;
+    session.cloud.configure(config(2)(session.pebble, session.appDir));
+    t = Date.now();
+    const shrink = await underLoad(() => session.cloud.up());
+    assert.ok(shrink.result, `up to 2 failed: ${shrink.error}`);
+    last = shrink.result;
+    measured.push(["up from 3 to 2 droplets", `${((Date.now() - t) / 1000).toFixed(1)} s, ${shrink.outcomes.length} requests`]);
+    assert.strictEqual(failures(shrink.outcomes).length, 0, describeFailures(shrink.outcomes));
+    assert.deepStrictEqual(Object.keys(await rotation()).length, 2);
+    assert.ok(shrink.result.steps.some((x) => x.name === "roll-member-3" && x.op === "delete"), "the third droplet was drained before its delete");
+    assert.deepStrictEqual(await servedBy(6), ["app-fleet", "app-fleet-2"]);
+  });
+});
