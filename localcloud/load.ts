@@ -89,3 +89,24 @@ export function markerRuns(outcomes: Outcome[]): string[] {
   for (const o of outcomes) if (o.status === 200 && runs[runs.length - 1] !== o.marker) runs.push(o.marker);
   return runs;
 }
+
+/** The first failed outcomes, for an assertion's message. */
+export function describeFailures(outcomes: Outcome[], n = 5): string {
+  return failures(outcomes).slice(0, n).map((x) => `${x.status} ${x.error ?? ""}`).join("; ");
+}
+
+/** Runs `action` while `connections` closed-loop clients keep requesting `t`: its result or error, and every outcome. */
+export async function underLoad<T>(t: LoadTarget, action: () => Promise<T>, connections = 1): Promise<{ result?: T; error?: unknown; outcomes: Outcome[] }> {
+  let finish!: () => void;
+  const stop = new Promise<void>((r) => (finish = r));
+  const load = closedLoop(t, stop, { connections });
+  let result: T | undefined;
+  let error: unknown;
+  try {
+    result = await action();
+  } catch (e) {
+    error = e;
+  }
+  finish();
+  return { result, error, outcomes: await load };
+}

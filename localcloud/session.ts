@@ -175,6 +175,17 @@ export class LocalSession {
     }, { intervalMs: 500, debug: () => `last answer: ${last}` });
   }
 
+  /** Raises the app copy's VERSION ("v3" → "v4"); the version before and after. */
+  bumpVersion(): [string, string] {
+    const file = path.join(this.appDir, "app.py");
+    const text = fs.readFileSync(file, "utf8");
+    const now = /^VERSION = "(v\d+)"$/m.exec(text)?.[1];
+    if (!now) throw new Error(`${file} has no VERSION = "v<n>" line`);
+    const next = `v${Number(now.slice(1)) + 1}`;
+    fs.writeFileSync(file, text.replace(`VERSION = "${now}"`, `VERSION = "${next}"`));
+    return [now, next];
+  }
+
   /** The live blue/green slot's supervisor program, e.g. "app-blue". */
   async liveProgram(): Promise<string> {
     const status = await this.onServer("sudo dropstack-switch --status");

@@ -7,7 +7,7 @@ import * as assert from "assert";
 import * as fs from "fs";
 import * as path from "path";
 import { UpResult } from "../../localcloud/engine";
-import { appVersion, closedLoop, failures, LoadTarget, Outcome } from "../../localcloud/load";
+import { appVersion, closedLoop, describeFailures, failures, LoadTarget, underLoad as whileLoaded } from "../../localcloud/load";
 import { LOCAL_FQDN, localConfig } from "../../localcloud/localStack";
 import { LocalSession } from "../../localcloud/session";
 import { sshOutput } from "../../localcloud/ssh";
@@ -35,31 +35,10 @@ const LB = { lbCheckInterval: 3, lbResponseTimeout: 3, lbHealthyThreshold: 2, lb
     releaseCommand: "python migrate.py",
     healthAttempts: 20,
   });
-  const appPy = () => path.join(session.appDir, "app.py");
-  const bumpVersion = () => {
-    const text = fs.readFileSync(appPy(), "utf8");
-    const now = /VERSION = "(v\d+)"/.exec(text)![1];
-    const next = `v${Number(now.slice(1)) + 1}`;
-    fs.writeFileSync(appPy(), text.replace(`VERSION = "${now}"`, `VERSION = "${next}"`));
-    return [now, next];
-  };
+  const bumpVersion = () => session.bumpVersion();
   const target = (): LoadTarget => ({ host: LOCAL_FQDN, address: session.siteIp, ca: fs.readFileSync(session.rootCa, "utf8"), path: "/", marker: appVersion });
-  /** Runs `action` while one client keeps requesting through the load balancer. */
-  async function underLoad<T>(action: () => Promise<T>): Promise<{ result?: T; error?: unknown; outcomes: Outcome[] }> {
-    let finish!: () => void;
-    const stop = new Promise<void>((r) => (finish = r));
-    const load = closedLoop(target(), stop, { connections: 2 });
-    let result: T | undefined;
-    let error: unknown;
-    try {
-      result = await action();
-    } catch (e) {
-      error = e;
-    }
-    finish();
-    return { result, error, outcomes: await load };
-  }
-  const describeFailures = (o: Outcome[]) => failures(o).slice(0, 5).map((x) => `${x.status} ${x.error ?? ""}`).join("; ");
+  /** Runs `action` while two clients keep requesting through the load balancer. */
+  const underLoad = <T>(action: () => Promise<T>) => whileLoaded(target(), action, 2);
   const dropletIds = (up: UpResult) => [...Array(droplets).keys()].map((i) => String(up.resources.find((r) => r.name === (i === 0 ? "server-droplet" : `server-${i + 1}-droplet`))?.id));
   const onDroplet = (i: number, command: string) => sshOutput(session.dropletConnection(last, i), command, { timeoutMs: 5 * 60_000 });
   const liveRelease = async (i: number) => (await onDroplet(i, "readlink /srv/app/current")).trim().split("/").pop();

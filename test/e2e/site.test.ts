@@ -15,7 +15,7 @@ import { LocalCloud, UpResult } from "../../localcloud/engine";
 import { LOCAL_FQDN, localConfig } from "../../localcloud/localStack";
 import { Http, LocalSession, stepPhases } from "../../localcloud/session";
 import { sshExec, SshConnection } from "../../localcloud/ssh";
-import { appVersion, closedLoop, failures, LoadTarget, markerRuns, Outcome } from "../../localcloud/load";
+import { appVersion, closedLoop, describeFailures, failures, LoadTarget, markerRuns, underLoad as whileLoaded } from "../../localcloud/load";
 import { waitUntil } from "../../localcloud/util";
 import { PROJECT_DIR } from "../../localcloud/stackConfig";
 
@@ -421,21 +421,7 @@ describe("end to end on the local cloud", function () {
     marker: appVersion,
   });
   /** Runs `action` while one client keeps requesting over a kept-alive connection. */
-  async function underLoad<T>(action: () => Promise<T>, on: LoadTarget = target()): Promise<{ result?: T; error?: unknown; outcomes: Outcome[] }> {
-    let finish!: () => void;
-    const stop = new Promise<void>((r) => (finish = r));
-    const load = closedLoop(on, stop, { connections: 1 });
-    let result: T | undefined;
-    let error: unknown;
-    try {
-      result = await action();
-    } catch (e) {
-      error = e;
-    }
-    finish();
-    return { result, error, outcomes: await load };
-  }
-  const describeFailures = (o: Outcome[]) => failures(o).slice(0, 5).map((x) => `${x.status} ${x.error ?? ""}`).join("; ");
+  const underLoad = <T>(action: () => Promise<T>, on: LoadTarget = target()) => whileLoaded(on, action);
   let v2Release = "";
   let v1Release = "";
 
@@ -738,12 +724,7 @@ os.execvpe("psql", ["psql", "-X", "-At", "-c", "SELECT ssl FROM pg_stat_ssl WHER
   const DOCKER = { runtime: "docker" };
   const dockerConfig = () => e2eConfig({ keepReleases: 2, ...later, ...moved, ...DOCKER });
   /** The app's VERSION now, and a new one after it (the docker tests also run on their own: --grep "runtime docker"). */
-  const bumpVersion = () => {
-    const now = /VERSION = "(v\d+)"/.exec(fs.readFileSync(appPy(), "utf8"))![1];
-    const next = `v${Number(now.slice(1)) + 1}`;
-    editApp(`VERSION = "${now}"`, `VERSION = "${next}"`);
-    return [now, next];
-  };
+  const bumpVersion = () => session.bumpVersion();
   /** The version the API answers (the load's marker: with a client, / is the client's page). */
   const liveVersion = async () => String(JSON.parse((await curl(`https://${LOCAL_FQDN}/api/version`)).body).version);
   let dockerVersion = "";
