@@ -1,10 +1,21 @@
 // A small HTTPS load client for the local cloud: every request's outcome is recorded (status,
-// body marker, error), nothing is retried or hidden. Closed loop (the next request starts when
-// the previous one ends) over keep-alive connections, or open loop (evenly spaced requests).
+// body marker, error), nothing is hidden. Closed loop (the next request starts when the previous
+// one ends) over keep-alive connections, or open loop (evenly spaced requests). One retry, as
+// browsers and HTTP libraries make it (RFC 9112, 9.3.1; Node's request.reusedSocket): a request
+// sent on a kept-alive connection that the server closed before answering (nginx closes idle
+// connections when it reloads) goes again once on a new connection; the outcome says so.
 import * as https from "https";
 import * as tls from "tls";
 
-export interface Outcome { at: number; status: number; marker: string; error?: string; ms: number }
+export interface Outcome {
+  at: number;
+  status: number;
+  marker: string;
+  error?: string;
+  ms: number;
+  /** Set when the request was sent again: the error of the first try (its reused connection closed before any answer). */
+  retried?: string;
+}
 
 export interface LoadTarget {
   /** Host name the site answers on (SNI, Host header). */
@@ -13,30 +24,45 @@ export interface LoadTarget {
   address: string;
   /** CA to trust (Pebble's root). */
   ca: string;
+  /** Port; default 443. */
+  port?: number;
   path: string;
   /** Extracts what to record from a body, e.g. the app version. */
   marker?: (body: string) => string;
 }
 
-function requestOnce(t: LoadTarget, agent: https.Agent, timeoutMs: number): Promise<Outcome> {
+async function requestOnce(t: LoadTarget, agent: https.Agent, timeoutMs: number): Promise<Outcome> {
+  const first = await send(t, agent, timeoutMs);
+  if (!first.closedBeforeAnswer) return first.outcome;
+  const again = await send(t, agent, timeoutMs, true);
+  return { ...again.outcome, at: first.outcome.at, ms: again.outcome.ms + first.outcome.ms, retried: first.outcome.error };
+}
+
+/** One request; `closedBeforeAnswer` when it went out on a reused connection that the server closed before any byte of an answer. */
+function send(t: LoadTarget, agent: https.Agent, timeoutMs: number, freshConnection = false): Promise<{ outcome: Outcome; closedBeforeAnswer: boolean }> {
   const started = Date.now();
   return new Promise((resolve) => {
+    let answered = false;
     const req = https.request({
-      host: t.host, servername: t.host, path: t.path, method: "GET", agent, ca: t.ca, timeout: timeoutMs,
+      host: t.host, port: t.port ?? 443, servername: t.host, path: t.path, method: "GET", agent: freshConnection ? false : agent, ca: t.ca, timeout: timeoutMs,
       lookup: (_h, opts, cb) => {
         if ((opts as { all?: boolean }).all) (cb as unknown as (e: null, a: { address: string; family: number }[]) => void)(null, [{ address: t.address, family: 4 }]);
         else cb(null, t.address, 4);
       },
       checkServerIdentity: (host, cert) => tls.checkServerIdentity(host, cert),
     }, (res) => {
+      answered = true;
       let body = "";
       res.setEncoding("utf8");
       res.on("data", (c) => (body += c));
-      res.on("end", () => resolve({ at: started, status: res.statusCode ?? 0, marker: t.marker ? t.marker(body) : "", ms: Date.now() - started }));
-      res.on("error", (e) => resolve({ at: started, status: 0, marker: "", error: String(e), ms: Date.now() - started }));
+      res.on("end", () => resolve({ outcome: { at: started, status: res.statusCode ?? 0, marker: t.marker ? t.marker(body) : "", ms: Date.now() - started }, closedBeforeAnswer: false }));
+      res.on("error", (e) => resolve({ outcome: { at: started, status: 0, marker: "", error: String(e), ms: Date.now() - started }, closedBeforeAnswer: false }));
     });
     req.on("timeout", () => req.destroy(new Error(`timeout after ${timeoutMs} ms`)));
-    req.on("error", (e) => resolve({ at: started, status: 0, marker: "", error: String(e), ms: Date.now() - started }));
+    req.on("error", (e) => resolve({
+      outcome: { at: started, status: 0, marker: "", error: String(e), ms: Date.now() - started },
+      closedBeforeAnswer: !answered && req.reusedSocket && (e as NodeJS.ErrnoException).code === "ECONNRESET",
+    }));
     req.end();
   });
 }
