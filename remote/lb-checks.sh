@@ -14,8 +14,12 @@ lb_setup() {
   [[ $V_CHECK_INTERVAL =~ ^[0-9]{1,3}$ && $V_CHECK_TIMEOUT =~ ^[0-9]{1,3}$ ]] || die "CHECK_INTERVAL and CHECK_TIMEOUT must be seconds"
   drain_flag=/run/dropstack-$V_APP/drain
 }
-# drain: out of rotation from the next health check on.
-drain() { install -d -m 755 "${drain_flag%/*}"; : >"$drain_flag"; }
+# drain: out of rotation from the next health check on. (The flag's folder is the app's run folder,
+# 0750 app:app from tmpfiles, which nginx reads through the app's group: left as it is.)
+drain() {
+  [ -d "${drain_flag%/*}" ] || die "${drain_flag%/*} is missing (systemd-tmpfiles creates it at boot; see /etc/tmpfiles.d/dropstack-$V_APP.conf)"
+  : >"$drain_flag"
+}
 
 # checks_seen STATUS COUNT SINCE: true once nginx answered the health path with STATUS COUNT times
 # in a row in what the access log gained after byte SINCE.
