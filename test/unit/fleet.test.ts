@@ -5,11 +5,11 @@ import * as assert from "assert";
 import { spawn, spawnSync } from "child_process";
 import * as fs from "fs";
 import * as http from "http";
-import * as net from "net";
 import * as os from "os";
 import * as path from "path";
 import { renderNginxDefault, renderNginxSite } from "../../components/render";
 import { decodeValues, readRemoteFile } from "../../components/shell";
+import { freePort } from "../../localcloud/util";
 import { byName, byType, dropletIpv4, FAKE_VPC, LB_IPV4, plain, runFake } from "./fakeCloud";
 
 const COMMAND = "command:remote:Command";
@@ -132,15 +132,6 @@ describe("program with droplets: 2", () => {
     assert.strictEqual(stdinOf(byName(r, "app-release")).STAGE, undefined);
   });
 });
-
-/** A free TCP port on loopback. */
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((resolve) => s.listen(0, "127.0.0.1", resolve));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((resolve) => s.close(resolve));
-  return port;
-}
 
 /** GET through nginx: status, body. */
 function get(port: number, urlPath: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {

@@ -7,11 +7,10 @@ import { execFileSync, spawnSync } from "child_process";
 import * as fs from "fs";
 import * as http from "http";
 import * as https from "https";
-import * as net from "net";
 import * as os from "os";
 import * as path from "path";
 import { LbSpec, LocalLoadBalancer } from "../../localcloud/loadBalancer";
-import { waitUntil } from "../../localcloud/util";
+import { freePort, waitUntil } from "../../localcloud/util";
 
 const NAME = "app.lb.test";
 
@@ -92,15 +91,8 @@ describe("local cloud: the load balancer (HAProxy with DigitalOcean's health-che
       "-addext", `subjectAltName=DNS:${NAME}`, "-keyout", path.join(dir, "key.pem"), "-out", path.join(dir, "cert.pem")], { stdio: "pipe" });
     cert = fs.readFileSync(path.join(dir, "cert.pem"), "utf8");
     pem = cert + fs.readFileSync(path.join(dir, "key.pem"), "utf8");
-    const free = async () => {
-      const s = net.createServer();
-      await new Promise<void>((resolve) => s.listen(0, "127.0.0.1", resolve));
-      const p = (s.address() as net.AddressInfo).port;
-      await new Promise((resolve) => s.close(resolve));
-      return p;
-    };
-    port = await free();
-    [entry.https, entry.http] = [await free(), await free()];
+    port = await freePort();
+    [entry.https, entry.http] = [await freePort(), await freePort()];
     for (const d of droplets) await d.start(port);
     lb = await LocalLoadBalancer.create(path.join(dir, "lb"));
   });
