@@ -29,7 +29,9 @@ const LB = { lbCheckInterval: 3, lbResponseTimeout: 3, lbHealthyThreshold: 2, lb
     appSource: app,
     droplets: n,
     ...LB,
+    // (the local cloud's managed PostgreSQL is Debian's on this host: 15)
     database: "managed",
+    databaseVersion: "15",
     databaseSeed: path.relative(PROJECT_DIR, SEED_DUMP),
     aptPackages: ["python3-flask", "python3-psycopg2"],
     releaseCommand: "python migrate.py",
