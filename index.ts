@@ -172,7 +172,7 @@ const managedDatabase = cfg.managed
     protect: cfg.protect,
     seed: cfg.seed,
     deployUser: cfg.deployUser,
-    ...(count > 1 ? { otherDropletIds: servers.slice(1).map((x) => x.dropletId) } : {}),
+    ...(lb ? { otherDropletIds: servers.slice(1).map((x) => x.dropletId) } : {}),
   }, { dependsOn: [host] })
   : undefined;
 const database = dropletDatabase ?? managedDatabase;
@@ -207,7 +207,7 @@ for (const [i, d] of droplets.entries()) {
   }, { dependsOn: [d.host, d.site, ...(volume ? [volume] : []), ...(database ? [database] : []), ...(d.container ? [d.container] : []), ...(i > 0 ? [releases[0]] : [])] }));
 }
 const release = releases[0];
-if (fleet) {
+if (fleet && lb) {
   new RollingRelease("roll", {
     app: cfg.appName,
     releaseId: release.releaseId,
@@ -215,7 +215,7 @@ if (fleet) {
     healthPath: cfg.healthPath,
     health: fleet.health,
     triggeredBy: `pulumi:${stack}`,
-  }, { dependsOn: [...releases, ...(lb ? [lb] : [])] });
+  }, { dependsOn: [...releases, lb] });
 }
 
 /** The (first) droplet's address. */
