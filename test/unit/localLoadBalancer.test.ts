@@ -66,19 +66,31 @@ describe("local cloud: the load balancer (HAProxy with DigitalOcean's health-che
     req.on("error", reject);
     req.end();
   });
-  /** Requests one after the other until `stop`; every failure (status or error) recorded. */
-  const steady = (stop: Promise<void>) => (async () => {
+  /**
+   * Runs `action` while one client requests through the load balancer (a new connection each
+   * time), then `after` more requests; every failure (status or error) recorded.
+   */
+  const steady = async (action: () => Promise<void>, after = 0) => {
     let done = false;
-    void stop.then(() => (done = true));
-    const failures: string[] = [];
     let n = 0;
-    while (!done) {
-      n++;
-      const r = await get().catch((e: Error) => ({ status: 0, body: e.message }));
-      if (r.status !== 200) failures.push(`${r.status} ${r.body.slice(0, 100)}`);
+    const failures: string[] = [];
+    const client = (async () => {
+      while (!done) {
+        n++;
+        const r = await get().catch((e: Error) => ({ status: 0, body: e.message }));
+        if (r.status !== 200) failures.push(`${r.status} ${r.body.slice(0, 100)}`);
+      }
+    })();
+    try {
+      await action();
+      const mark = n;
+      await waitUntil(`${after} more requests`, 30_000, async () => (n - mark >= after ? true : undefined), { intervalMs: 50 });
+    } finally {
+      done = true;
+      await client;
     }
     return { n, failures };
-  })();
+  };
   const states = () => lb.droplets();
   const waitState = (id: string, want: string) =>
     waitUntil(`droplet ${id} ${want} at the load balancer`, 30_000, async () => ((await states())[id] === want ? true : undefined), { intervalMs: 200, debug: async () => JSON.stringify(await states()) });
@@ -131,46 +143,38 @@ describe("local cloud: the load balancer (HAProxy with DigitalOcean's health-che
   });
 
   it("takes a draining droplet (health 503) out after `unhealthy` failed checks, with every request answered meanwhile", async () => {
-    let finish!: () => void;
-    const load = steady(new Promise<void>((r) => (finish = r)));
-    droplets[0].healthy = false;
-    await waitState("101", "DOWN");
-    const servedAtDown = droplets[0].served;
-    const t = Date.now();
-    await waitUntil("a few more requests", 10_000, async () => (Date.now() - t > 2000 ? true : undefined), { intervalMs: 200 });
-    finish();
-    const { n, failures } = await load;
+    let servedAtDown = 0;
+    const { n, failures } = await steady(async () => {
+      droplets[0].healthy = false;
+      await waitState("101", "DOWN");
+      servedAtDown = droplets[0].served;
+    }, 200);
     assert.deepStrictEqual(failures, [], `of ${n} requests`);
     assert.strictEqual(droplets[0].served, servedAtDown, "no request reached the droplet once it was DOWN");
   });
 
   it("an update adds a droplet DOWN and keeps the others' health (the drained one stays out); no request fails across it", async () => {
-    let finish!: () => void;
-    const load = steady(new Promise<void>((r) => (finish = r)));
-    await lb.apply(spec(droplets));
-    const after = await states();
-    assert.match(after["103"], /^DOWN/, `the new droplet starts DOWN: ${JSON.stringify(after)}`);
-    assert.match(after["101"], /^DOWN/, `the drained droplet is still out: ${JSON.stringify(after)}`);
-    assert.strictEqual(after["102"], "UP", JSON.stringify(after));
-    await waitState("103", "UP");
-    droplets[0].healthy = true;
-    await waitState("101", "UP");
-    finish();
-    const { n, failures } = await load;
+    const { n, failures } = await steady(async () => {
+      await lb.apply(spec(droplets));
+      const after = await states();
+      assert.match(after["103"], /^DOWN/, `the new droplet starts DOWN: ${JSON.stringify(after)}`);
+      assert.match(after["101"], /^DOWN/, `the drained droplet is still out: ${JSON.stringify(after)}`);
+      assert.strictEqual(after["102"], "UP", JSON.stringify(after));
+      await waitState("103", "UP");
+      droplets[0].healthy = true;
+      await waitState("101", "UP");
+    });
     assert.deepStrictEqual(failures, [], `of ${n} requests`);
     assert.ok(droplets[2].served > 0, "the new droplet serves once UP");
   });
 
   it("removing a droplet drops no request", async () => {
-    let finish!: () => void;
-    const load = steady(new Promise<void>((r) => (finish = r)));
-    await lb.apply(spec([droplets[0], droplets[2]]));
-    assert.deepStrictEqual(Object.keys(await states()).sort(), ["101", "103"]);
-    const served = droplets[1].served;
-    const t = Date.now();
-    await waitUntil("a few more requests", 10_000, async () => (Date.now() - t > 2000 ? true : undefined), { intervalMs: 200 });
-    finish();
-    const { n, failures } = await load;
+    let served = 0;
+    const { n, failures } = await steady(async () => {
+      await lb.apply(spec([droplets[0], droplets[2]]));
+      assert.deepStrictEqual(Object.keys(await states()).sort(), ["101", "103"]);
+      served = droplets[1].served;
+    }, 200);
     assert.deepStrictEqual(failures, [], `of ${n} requests`);
     assert.strictEqual(droplets[1].served, served, "nothing reaches the removed droplet");
   });
