@@ -1,6 +1,10 @@
 // wrk inside the VM, with the VM's CPU accounting around each run, and its output read into figures.
+import { execFile } from "child_process";
+import { promisify } from "util";
 import { LocalSession } from "../localcloud/session";
 import { round } from "./report";
+
+const execFileP = promisify(execFile);
 
 export const WRK = { threads: 2, connections: 16, seconds: Number(process.env.BENCH_WRK_SECONDS ?? 15), timeoutSeconds: 30, warmupSeconds: 3, rounds: 3 } as const;
 
@@ -60,6 +64,30 @@ export function parseWrk(target: string, url: string, out: string, cpu: CpuUse):
   return r;
 }
 
+/** The bash that runs wrk with the CPU accounting of the machine it runs on around it. */
+function wrkScript(url: string, headers: readonly string[], seconds: number): string {
+  const h = headers.map((x) => `-H '${x}'`).join(" ");
+  return `
+out=$(mktemp) times=$(mktemp)
+trap 'rm -f "$out" "$times"' EXIT
+busy() { awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
+read -r busy0 all0 < <(busy)
+TIMEFORMAT='%U %S'
+{ time wrk -t${WRK.threads} -c${WRK.connections} -d${seconds}s --timeout ${WRK.timeoutSeconds}s --latency ${h} ${url} >"$out"; } 2>"$times"
+read -r busy1 all1 < <(busy)
+cat "$out"
+echo "CPU hz=$(getconf CLK_TCK) busy=$((busy1 - busy0)) all=$((all1 - all0)) wrk=$(tr '\\n' ' ' <"$times")"`;
+}
+
+function cpuUse(out: string): CpuUse {
+  const m = /^CPU hz=(\d+) busy=(\d+) all=(\d+) wrk=([\d.]+) ([\d.]+)/m.exec(out);
+  if (!m) throw new Error(`no CPU accounting in the wrk run's output:\n${out}`);
+  const hz = Number(m[1]);
+  const vmBusySeconds = Number(m[2]) / hz;
+  const clientCpuSeconds = Number(m[4]) + Number(m[5]);
+  return { vmBusySeconds: round(vmBusySeconds, 2), vmBusyPercent: round((100 * Number(m[2])) / Number(m[3])), clientCpuSeconds: round(clientCpuSeconds, 2), serverCpuSeconds: round(vmBusySeconds - clientCpuSeconds, 2) };
+}
+
 /**
  * wrk inside the VM, with the VM's CPU accounting around it: the busy time of all vCPUs (from
  * /proc/stat) minus wrk's own user+system time is what the servers spent. wrk shares the two vCPUs
@@ -67,19 +95,15 @@ export function parseWrk(target: string, url: string, out: string, cpu: CpuUse):
  * the client is the fairer comparison of the servers themselves.
  */
 export async function wrk(session: LocalSession, url: string, headers: readonly string[], seconds: number): Promise<{ out: string; cpu: CpuUse }> {
-  const h = headers.map((x) => `-H '${x}'`).join(" ");
-  const out = await session.asRoot(`
-busy() { awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
-read -r busy0 all0 < <(busy)
-TIMEFORMAT='%U %S'
-{ time wrk -t${WRK.threads} -c${WRK.connections} -d${seconds}s --timeout ${WRK.timeoutSeconds}s --latency ${h} ${url} >/tmp/dropstack-bench-wrk.out; } 2>/tmp/dropstack-bench-wrk.time
-read -r busy1 all1 < <(busy)
-cat /tmp/dropstack-bench-wrk.out
-echo "CPU hz=$(getconf CLK_TCK) busy=$((busy1 - busy0)) all=$((all1 - all0)) wrk=$(tr '\\n' ' ' </tmp/dropstack-bench-wrk.time)"`, (seconds + 120) * 1000);
-  const m = /^CPU hz=(\d+) busy=(\d+) all=(\d+) wrk=([\d.]+) ([\d.]+)/m.exec(out);
-  if (!m) throw new Error(`no CPU accounting in the wrk run's output:\n${out}`);
-  const hz = Number(m[1]);
-  const vmBusySeconds = Number(m[2]) / hz;
-  const clientCpuSeconds = Number(m[4]) + Number(m[5]);
-  return { out, cpu: { vmBusySeconds: round(vmBusySeconds, 2), vmBusyPercent: round((100 * Number(m[2])) / Number(m[3])), clientCpuSeconds: round(clientCpuSeconds, 2), serverCpuSeconds: round(vmBusySeconds - clientCpuSeconds, 2) } };
+  const out = await session.asRoot(wrkScript(url, headers, seconds), (seconds + 120) * 1000);
+  return { out, cpu: cpuUse(out) };
+}
+
+/**
+ * wrk on this host (the load balancer's side of the local cloud), the same run and accounting; the
+ * CPU figures are then the host's: every VM, HAProxy and wrk itself.
+ */
+export async function wrkOnHost(url: string, headers: readonly string[], seconds: number): Promise<{ out: string; cpu: CpuUse }> {
+  const { stdout } = await execFileP("bash", ["-c", `set -euo pipefail\n${wrkScript(url, headers, seconds)}`], { timeout: (seconds + 120) * 1000, maxBuffer: 10 * 1024 * 1024 });
+  return { out: stdout, cpu: cpuUse(stdout) };
 }

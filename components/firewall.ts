@@ -1,6 +1,7 @@
 import * as digitalocean from "@pulumi/digitalocean";
 import * as pulumi from "@pulumi/pulumi";
 import type { EgressRule } from "./config";
+import { dropletNumber } from "./server";
 
 /** One extra outbound rule (the `egress` setting, validated): its type comes from the config schema. */
 export type { EgressRule };
@@ -54,7 +55,7 @@ export class Firewall extends pulumi.ComponentResource {
     super("dropstack:index:Firewall", name, {}, opts);
     const fw = new digitalocean.Firewall(`${name}-fw`, {
       name: args.firewallName,
-      dropletIds: args.dropletIds.map((id) => pulumi.output(id).apply(Number)),
+      dropletIds: args.dropletIds.map(dropletNumber),
       inboundRules: inboundRules(args.sshAllowedCidrs, args.webFromLoadBalancer),
       outboundRules: pulumi.output(args.egress ?? []).apply((e) => outboundRules(e)),
     }, { parent: this });

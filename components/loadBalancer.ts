@@ -1,6 +1,7 @@
 import * as digitalocean from "@pulumi/digitalocean";
 import * as pulumi from "@pulumi/pulumi";
 import type { LbHealth } from "./config";
+import { dropletNumber } from "./server";
 
 /** The port the load balancer reaches each droplet's nginx on, inside the VPC (plain HTTP). */
 export const BACKEND_PORT = 80;
@@ -64,7 +65,7 @@ export class LoadBalancer extends pulumi.ComponentResource {
       name: args.lbName,
       region: args.region,
       vpcUuid: args.vpcUuid,
-      dropletIds: args.dropletIds.map((id) => pulumi.output(id).apply(Number)),
+      dropletIds: args.dropletIds.map(dropletNumber),
       forwardingRules: forwardingRules(certificate.name),
       redirectHttpToHttps: true,
       healthcheck: healthcheck(args.healthPath, args.health),

@@ -2,6 +2,14 @@ import * as digitalocean from "@pulumi/digitalocean";
 import * as pulumi from "@pulumi/pulumi";
 import { renderCloudConfig } from "./render";
 
+/**
+ * A droplet id as the DigitalOcean resources that refer to droplets take it (firewall, load
+ * balancer, volume attachment): a number, where the droplet resource's id is a string.
+ */
+export function dropletNumber(id: pulumi.Input<string>): pulumi.Output<number> {
+  return pulumi.output(id).apply(Number);
+}
+
 export interface ServerArgs {
   /** Droplet name. @example "shop-prod" */
   dropletName: string;

@@ -1,6 +1,7 @@
 import * as digitalocean from "@pulumi/digitalocean";
 import * as pulumi from "@pulumi/pulumi";
 import { OnServerArgs, remoteStep } from "./steps";
+import { dropletNumber } from "./server";
 
 export interface DataVolumeArgs extends OnServerArgs {
   /** App name: /srv/<app>/shared moves onto the volume. @example "shop" */
@@ -57,7 +58,7 @@ export class DataVolume extends pulumi.ComponentResource {
 
   private attach(name: string, args: DataVolumeArgs, volume: digitalocean.Volume): digitalocean.VolumeAttachment {
     return new digitalocean.VolumeAttachment(`${name}-attachment`, {
-      dropletId: pulumi.output(args.dropletId).apply(Number),
+      dropletId: dropletNumber(args.dropletId),
       volumeId: volume.id,
     }, { parent: this, deleteBeforeReplace: true });
   }

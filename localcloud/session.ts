@@ -80,6 +80,13 @@ export class LocalSession {
   /** Where the site's name points: the droplet, or with droplets > 1 the load balancer. */
   public siteIp: string;
 
+  /** The id of droplet `i` (0: the first) of the stack as `up` left it (the program names droplet 1 "server", the others "server-<n>"). */
+  dropletIdOf(up: UpResult, i: number): string {
+    const id = up.resources.find((r) => r.name === (i === 0 ? "server-droplet" : `server-${i + 1}-droplet`))?.id;
+    if (!id) throw new Error(`the stack has no droplet ${i + 1}`);
+    return String(id);
+  }
+
   /** SSH to droplet `i` (0: the first) of the stack as `up` left it, its own host key pinned. */
   dropletConnection(up: UpResult, i: number): SshConnection {
     const addresses = up.outputs.dropletAddresses?.value as string[] | undefined;

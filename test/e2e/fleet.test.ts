@@ -41,7 +41,7 @@ const LB = { lbCheckInterval: 3, lbResponseTimeout: 3, lbHealthyThreshold: 2, lb
   const target = (): LoadTarget => ({ host: LOCAL_FQDN, address: session.siteIp, ca: fs.readFileSync(session.rootCa, "utf8"), path: "/", marker: appVersion });
   /** Runs `action` while two clients keep requesting through the load balancer. */
   const underLoad = <T>(action: () => Promise<T>) => whileLoaded(target(), action, 2);
-  const dropletIds = (up: UpResult) => [...Array(droplets).keys()].map((i) => String(up.resources.find((r) => r.name === (i === 0 ? "server-droplet" : `server-${i + 1}-droplet`))?.id));
+  const dropletIds = (up: UpResult) => [...Array(droplets).keys()].map((i) => session.dropletIdOf(up, i));
   const onDroplet = (i: number, command: string) => sshOutput(session.dropletConnection(last, i), command, { timeoutMs: 5 * 60_000 });
   const liveRelease = async (i: number) => (await onDroplet(i, "readlink /srv/app/current")).trim().split("/").pop();
   /** The load balancer's view: droplet id → "UP", "DOWN", ... */
