@@ -89,17 +89,19 @@ audit() {
 # Microseconds since the epoch (bash's EPOCHREALTIME; the locale's decimal point is ".").
 now_us() { local t=$EPOCHREALTIME; echo "${t/./}"; }
 
-# record_programs [SLOT-CONF]: the live slot's supervisor program (none with runtime docker) is the
-# only entry of supervisor's conf.d, recorded for dropstack-check in the manifest of the release step
-# (which runs this switch; its repair re-runs it). On a repair, any other entry is set aside (never
-# deleted).
+# record_programs [SLOT-CONF...]: the live slot's supervisor program (none with runtime docker), and
+# while a release is staged the staged slot's, are the only entries of supervisor's conf.d, recorded
+# for dropstack-check in the manifest of the release step (which runs this switch; its repair re-runs
+# it). On a repair, any other entry is set aside (never deleted).
 record_programs() {
-  local dir=/etc/supervisor/conf.d manifests=/var/lib/dropstack/manifest entry aside tmp
+  local dir=/etc/supervisor/conf.d manifests=/var/lib/dropstack/manifest entry aside tmp conf kept
   if [ "$repair" = 1 ]; then
     aside=/var/lib/dropstack/set-aside/$(date -u +%Y%m%dT%H%M%SZ)$dir
     for entry in "$dir"/* "$dir"/.[!.]*; do
       [ -e "$entry" ] || [ -L "$entry" ] || continue
-      [ "$entry" = "${1:-}" ] && continue
+      kept=0
+      for conf in "$@"; do [ "$entry" = "$conf" ] && kept=1; done
+      [ "$kept" = 1 ] && continue
       mkdir -p "$aside"
       mv "$entry" "$aside/"
       supervisorctl update >/dev/null
@@ -111,7 +113,7 @@ record_programs() {
   tmp=$(mktemp "$manifests/.dropstack-switch.XXXXXX")
   {
     printf 'step dropstack-release\nrepair -\n'
-    [ -z "${1:-}" ] || printf 'file %s %s %s\n' "$(sha256sum <"$1" | cut -d' ' -f1)" "$(stat -c '%a %U:%G' "$1")" "$1"
+    for conf in "$@"; do printf 'file %s %s %s\n' "$(sha256sum <"$conf" | cut -d' ' -f1)" "$(stat -c '%a %U:%G' "$conf")" "$conf"; done
     printf 'dir %s\n' "$dir"
   } >"$tmp"
   chmod 600 "$tmp"
@@ -394,6 +396,14 @@ log "slot $new_slot booted and passed its health check in ${boot_ms} ms (the pas
 # ---- staged: the slot keeps running beside the live one until a commit switches to it
 if [ "$stage" = 1 ]; then
   printf '%s %s\n' "$id" "$new_slot" >"$state/staged"
+  # dropstack-check expects the staged program beside the live one until the commit
+  if [ "$runtime" = python ]; then
+    if [ -n "$live_slot" ] && [ -e "/etc/supervisor/conf.d/dropstack-$app-$live_slot.conf" ]; then
+      record_programs "/etc/supervisor/conf.d/dropstack-$app-$live_slot.conf" "$slot_conf"
+    else
+      record_programs "$slot_conf"
+    fi
+  fi
   audit staged "boot_ms=$boot_ms"
   echo "staged=$id slot=$new_slot at=$(now_us) changed=yes"
   exit 0
