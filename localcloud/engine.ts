@@ -672,7 +672,10 @@ export class LocalCloud {
 
   private async deleteResource(stored: StoredResource): Promise<void> {
     if (stored.type === "command:remote:Command" && stored.deleteCommand && stored.connection) {
-      await this.exec(stored.connection, stored.deleteCommand, undefined, undefined, "stdoutAndStderr", `${stored.name} (delete)`);
+      // As the provider does: the delete runs with the resource's last inputs, stdin and environment included.
+      const o = stored.outputs;
+      await this.exec(stored.connection, stored.deleteCommand, o.stdin as string | undefined, o.environment as Record<string, string> | undefined,
+        String(o.logging ?? "stdoutAndStderr"), `${stored.name} (delete)`);
     }
     if (stored.type === "digitalocean:index/volumeAttachment:VolumeAttachment") await this.detachStored(stored);
     if (stored.type === "digitalocean:index/volume:Volume") {

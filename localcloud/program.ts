@@ -39,8 +39,9 @@ export interface RunResult {
 const PROGRAM = path.join(PROJECT_DIR, "index.ts");
 
 /** Resolves an Output's value, secrecy and knownness through the SDK's own (internal) promises. */
-async function settle(o: unknown): Promise<{ value: unknown; secret: boolean; known: boolean }> {
-  if (!pulumi.Output.isInstance(o)) return { value: o, secret: false, known: true };
+async function settle(exported: unknown): Promise<{ value: unknown; secret: boolean; known: boolean }> {
+  // As the engine does: outputs inside an exported array or object are resolved too.
+  const o = pulumi.output(exported);
   const internal = o as unknown as { promise(withUnknowns?: boolean): Promise<unknown>; isKnown: Promise<boolean>; isSecret: Promise<boolean> };
   const [value, known, secret] = await Promise.all([internal.promise(true), internal.isKnown, internal.isSecret]);
   return { value, known, secret };

@@ -56,10 +56,15 @@ describe("program with droplets: 2", () => {
     });
   });
 
-  it("points the name at the load balancer (no AAAA), and lets web traffic reach the droplets from the load balancer alone", async () => {
+  it("points the name at the load balancer (no AAAA), exports every droplet's address, and lets web traffic reach the droplets from the load balancer alone", async () => {
     const r = await runFake({ overrides: FLEET });
     const records = byType(r, "digitalocean:index/dnsRecord:DnsRecord");
     assert.deepStrictEqual(records.map((x) => [x.inputs.type, x.inputs.value]), [["A", LB_IPV4]]);
+    // the stack outputs: where the name points, and each droplet's address and pinned host key
+    assert.strictEqual(r.outputs.loadBalancerIp.value, LB_IPV4);
+    assert.deepStrictEqual(r.outputs.dropletAddresses.value, [dropletIpv4("server-droplet"), dropletIpv4("server-2-droplet")]);
+    const lines = r.outputs.knownHostsLines.value as string[];
+    assert.deepStrictEqual(lines.map((l) => l.split(" ").slice(0, 2).join(" ")), [`${dropletIpv4("server-droplet")} ssh-ed25519`, `${dropletIpv4("server-2-droplet")} ssh-ed25519`]);
     const [fw] = byType(r, "digitalocean:index/firewall:Firewall");
     const [lb] = byType(r, "digitalocean:index/loadBalancer:LoadBalancer");
     assert.deepStrictEqual([...(fw.inputs.dropletIds as number[])].sort(), byType(r, "digitalocean:index/droplet:Droplet").map((d) => Number(d.id)).sort());
