@@ -213,12 +213,24 @@ export class LocalCloud {
 
   /** `pulumi destroy`: runs deletes, powers VMs off, clears DNS, forgets the state. */
   async down(): Promise<void> {
-    for (const k of Object.keys(this.state.resources).reverse()) {
-      await this.deleteResource(this.state.resources[k]);
-      delete this.state.resources[k];
-      this.save();
+    try {
+      for (const k of Object.keys(this.state.resources).reverse()) {
+        await this.deleteResource(this.state.resources[k]);
+        delete this.state.resources[k];
+        this.save();
+      }
+    } finally {
+      // Whether every delete ran or one failed (its resource and those after it stay in the state,
+      // as a failed destroy leaves them): nothing the stack started keeps running on this host.
+      for (const [id, lb] of this.lbs) {
+        await lb.stop().catch((e) => this.log(`    load balancer ${id} did not stop: ${e}`));
+        this.lbs.delete(id);
+      }
+      for (const r of Object.values(this.state.resources)) {
+        if (r.type === CLUSTER) await managedPg.stopCluster(clusterOf(r)).catch((e) => this.log(`    managed cluster ${r.name} did not stop: ${e}`));
+      }
+      for (const vm of Object.values(this.state.vms)) await this.stopVm(vm).catch((e) => this.log(`    VM ${vm.address} did not stop: ${e}`));
     }
-    for (const vm of Object.values(this.state.vms)) await this.stopVm(vm);
     this.state.vms = {};
     this.save();
   }

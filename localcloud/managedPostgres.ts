@@ -116,14 +116,19 @@ export function detachCluster(c: ClusterRecord): void {
   if (pid) unregisterProcess(pid);
 }
 
-/** Stops the server and removes its data: the cluster is gone. */
-export async function deleteCluster(c: ClusterRecord): Promise<void> {
+/** Stops the server, its data kept (ensureClusterRunning starts it again). */
+export async function stopCluster(c: ClusterRecord): Promise<void> {
   const pid = serverPid(c);
   if (pid) {
     await asPostgres(bin(c.version, "pg_ctl"), ["-D", c.dataDir, "-m", "fast", "-w", "-t", "60", "stop"]).catch(() => undefined);
     registerProcess(pid, { kind: "postgres", cmdlineMark: c.dataDir, description: `managed PostgreSQL ${c.dataDir}` });
     await stopProcess(pid, "SIGTERM", 10_000);
   }
+}
+
+/** Stops the server and removes its data: the cluster is gone. */
+export async function deleteCluster(c: ClusterRecord): Promise<void> {
+  await stopCluster(c);
   fs.rmSync(home(c), { recursive: true, force: true });
 }
 
