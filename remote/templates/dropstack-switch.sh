@@ -100,7 +100,7 @@ record_programs() {
     for entry in "$dir"/* "$dir"/.[!.]*; do
       [ -e "$entry" ] || [ -L "$entry" ] || continue
       kept=0
-      for conf in "$@"; do [ "$entry" = "$conf" ] && kept=1; done
+      for conf in "$@"; do if [ "$entry" = "$conf" ]; then kept=1; fi; done
       [ "$kept" = 1 ] && continue
       mkdir -p "$aside"
       mv "$entry" "$aside/"
