@@ -143,7 +143,8 @@ export async function bootVm(opts: BootVmOptions): Promise<Vm> {
  */
 export async function resumeVm(dir: string, log: Logger = noLog): Promise<Vm> {
   const record = await readRecord(dir);
-  await prepareDir(dir);
+  // (the directory holds the droplet's disk: only checked, never emptied)
+  refuseInUse(dir);
   const pid = await startQemu(dir, await installedKernel(dir, log), record);
   log(`vm ${record.name}: powered on again (qemu pid ${pid})`);
   return makeVm(dir, pid, record, log);
@@ -268,8 +269,8 @@ function qmpPath(dir: string): string {
   return path.join(dir, "qmp.sock");
 }
 
-/** Creates the VM directory, refusing if a qemu from an earlier run still uses it. */
-async function prepareDir(dir: string): Promise<void> {
+/** Refuses a VM directory that a qemu from an earlier run still uses, or whose QMP socket path is too long. */
+function refuseInUse(dir: string): void {
   const pidFile = path.join(dir, "qemu.pid");
   const oldPid = fs.existsSync(pidFile) ? Number.parseInt(fs.readFileSync(pidFile, "utf8"), 10) : NaN;
   if (Number.isFinite(oldPid) && isRunning(oldPid, qmpPath(dir))) {
@@ -278,6 +279,11 @@ async function prepareDir(dir: string): Promise<void> {
   if (Buffer.byteLength(qmpPath(dir)) > 100) {
     throw new Error(`bootVm: QMP socket path ${qmpPath(dir)} is too long for a unix socket; use a shorter workDir`);
   }
+}
+
+/** Creates the VM directory afresh (a new droplet), refusing if a qemu from an earlier run still uses it. */
+async function prepareDir(dir: string): Promise<void> {
+  refuseInUse(dir);
   await fsp.rm(dir, { recursive: true, force: true });
   await fsp.mkdir(dir, { recursive: true });
 }
