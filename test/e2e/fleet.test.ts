@@ -72,6 +72,11 @@ const LB = { lbCheckInterval: 3, lbResponseTimeout: 3, lbHealthyThreshold: 2, lb
     if (session) await session.stop(log);
     console.log("\n      Fleet timings (wall time on this machine):");
     for (const [name, v] of measured) console.log(`        ${name.padEnd(52)} ${v}`);
+    if (measured.length) {
+      const out = path.join(PROJECT_DIR, "bench", "results");
+      fs.mkdirSync(out, { recursive: true });
+      fs.writeFileSync(path.join(out, "e2e-fleet.json"), `${JSON.stringify({ date: new Date().toISOString(), measured: Object.fromEntries(measured) }, null, 2)}\n`);
+    }
   });
 
   it("serves the site over HTTPS through the load balancer, from both droplets, with a certificate for the name chaining to Pebble's root; HTTP redirects", async () => {
