@@ -12,19 +12,13 @@ import { LOCAL_FQDN, localConfig } from "../localcloud/localStack";
 import { LocalSession } from "../localcloud/session";
 import { PROJECT_DIR } from "../localcloud/stackConfig";
 import { setAppVersion } from "./context";
-import { product, round, table, writeResults } from "./report";
+import { benchMain, BenchRun, round, table, writeResults } from "./report";
 
 const RESULTS = path.join(PROJECT_DIR, "bench", "results", "data.json");
 /** Rows of about 1 kB each: about 100 MB of table data. */
 const ROWS = 100_000;
 
-async function main(): Promise<void> {
-  if (process.getuid && process.getuid() !== 0) throw new Error("the local cloud needs root (qemu forwards ports 22/80/443): run as root");
-  const t0 = Date.now();
-  const log = (m: string) => console.log(`[data ${((Date.now() - t0) / 1000).toFixed(0).padStart(4)}s] ${m}`);
-  const started = new Date().toISOString();
-  const measured = await product();
-  if (measured.uncommittedChanges.length) log(`NOTE: measuring uncommitted changes: ${measured.uncommittedChanges.join("; ")}`);
+async function main({ log, started, product: measured }: BenchRun): Promise<void> {
   const settings = { database: "droplet", volumeSize: 2, aptPackages: ["python3-flask", "python3-psycopg2"], releaseCommand: "python migrate.py" };
   const session = await LocalSession.start({ stack: "data", log, config: (pebble, appDir) => localConfig(pebble, { appSource: appDir, ...settings }) });
   try {
@@ -93,7 +87,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((e) => {
-  console.error(e);
-  process.exit(1);
-});
+benchMain("data", main);

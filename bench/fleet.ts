@@ -16,7 +16,7 @@ import { LocalSession } from "../localcloud/session";
 import { sshOutput } from "../localcloud/ssh";
 import { PROJECT_DIR } from "../localcloud/stackConfig";
 import { waitUntil } from "../localcloud/util";
-import { machine, product, round, table, writeResults } from "./report";
+import { benchMain, BenchRun, machine, round, table, writeResults } from "./report";
 import { parseWrk, WRK, WrkResult, wrkOnHost } from "./wrk";
 
 const RESULTS = path.join(PROJECT_DIR, "bench", "results", "fleet.json");
@@ -37,13 +37,7 @@ interface Roll {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-async function main(): Promise<void> {
-  if (process.getuid && process.getuid() !== 0) throw new Error("the local cloud needs root (qemu forwards ports 22/80/443): run as root");
-  const t0 = Date.now();
-  const log = (m: string) => console.log(`[fleet ${((Date.now() - t0) / 1000).toFixed(0).padStart(4)}s] ${m}`);
-  const started = new Date().toISOString();
-  const measuredProduct = await product();
-  if (measuredProduct.uncommittedChanges.length) log(`NOTE: measuring uncommitted changes: ${measuredProduct.uncommittedChanges.join("; ")}`);
+async function main({ log, started, product: measuredProduct }: BenchRun): Promise<void> {
   const session = await LocalSession.start({
     stack: "fleetbench", log,
     config: (pebble, appDir) => localConfig(pebble, { appSource: appDir, droplets: DROPLETS }),
@@ -143,7 +137,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((e) => {
-  console.error(e);
-  process.exit(1);
-});
+benchMain("fleet", main);

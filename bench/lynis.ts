@@ -7,7 +7,7 @@ import * as path from "path";
 import { localConfig } from "../localcloud/localStack";
 import { LocalSession } from "../localcloud/session";
 import { PROJECT_DIR } from "../localcloud/stackConfig";
-import { product, table, writeResults } from "./report";
+import { benchMain, BenchRun, table, writeResults } from "./report";
 
 const RESULTS = path.join(PROJECT_DIR, "bench", "results", "lynis.json");
 const AUDIT_LIMIT_MS = 30 * 60_000;
@@ -68,14 +68,7 @@ function printTable(r: LynisReport, firstUpS: number, securityUpdates: string | 
   for (const s of r.suggestions) console.log(`  suggestion ${s.id}: ${s.text}${s.details ? ` (${s.details})` : ""}`);
 }
 
-async function main(): Promise<void> {
-  if (process.getuid && process.getuid() !== 0) throw new Error("the local cloud needs root (qemu forwards ports 22/80/443): run as root");
-  const t0 = Date.now();
-  const log = (m: string) => console.log(`[lynis ${((Date.now() - t0) / 1000).toFixed(0).padStart(4)}s] ${m}`);
-  const started = new Date().toISOString();
-  const measured = await product();
-  if (measured.uncommittedChanges.length) log(`NOTE: measuring uncommitted changes: ${measured.uncommittedChanges.join("; ")}`);
-
+async function main({ log, started, product: measured }: BenchRun): Promise<void> {
   // The first up of the sample app; SSH as the program connects: the deploy key, the host key pinned.
   const session = await LocalSession.start({ stack: "lynis", log, config: (pebble, appDir) => localConfig(pebble, { appSource: appDir }) });
   try {
@@ -126,13 +119,4 @@ async function main(): Promise<void> {
   }
 }
 
-// The Pulumi runtime also rejects a failed resource's own promise, which nobody awaits; cloud.up()
-// reports the same failure. Log it instead of letting Node end the run before the cleanup.
-process.on("unhandledRejection", (e) => console.error(`(unhandled rejection, reported by up as well) ${String(e).split("\n")[0].slice(0, 300)}`));
-
-if (require.main === module) {
-  main().catch((e) => {
-    process.exitCode = 1;
-    console.error(`bench failed: ${e instanceof Error ? e.stack ?? e.message : e}`);
-  });
-}
+if (require.main === module) benchMain("lynis", main);

@@ -7,6 +7,7 @@ import * as os from "os";
 import * as path from "path";
 import { promisify } from "util";
 import { PROJECT_DIR } from "../localcloud/stackConfig";
+import type { Logger } from "../localcloud/util";
 
 const execFileP = promisify(execFile);
 
@@ -89,3 +90,34 @@ export class OtherVms {
     return [...new Set(this.seen.filter((o) => o.at >= t1 - 2500 && o.at <= t2 + 2500 && !o.cmd.includes(ownDir)).map((o) => o.vm))];
   }
 }
+
+/** What a benchmark's body is given: its log (seconds since the start), when it started, the product measured. */
+export interface BenchRun {
+  log: Logger;
+  started: string;
+  product: Product;
+}
+
+/**
+ * A benchmark's entry point: the local cloud needs root; the log counts seconds from the start;
+ * the product measured is read first (a run of uncommitted changes says so); a failure of `body`
+ * (after its own cleanup) ends the process with exit code 1.
+ */
+export function benchMain(name: string, body: (run: BenchRun) => Promise<void>): void {
+  // The Pulumi runtime also rejects a failed resource's own promise, which nobody awaits; the up
+  // reports the same failure. Log it instead of letting Node end the run before the cleanup.
+  process.on("unhandledRejection", (e) => console.error(`(unhandled rejection, reported by up as well) ${String(e).split("\n")[0].slice(0, 300)}`));
+  const t0 = Date.now();
+  const log = (m: string) => console.log(`[${name} ${((Date.now() - t0) / 1000).toFixed(0).padStart(4)}s] ${m}`);
+  (async () => {
+    if (process.getuid && process.getuid() !== 0) throw new Error("the local cloud needs root (qemu forwards ports 22/80/443): run as root");
+    const started = new Date().toISOString();
+    const measured = await product();
+    if (measured.uncommittedChanges.length) log(`NOTE: measuring uncommitted changes: ${measured.uncommittedChanges.join("; ")}`);
+    await body({ log, started, product: measured });
+  })().catch((e) => {
+    console.error(`bench ${name} failed: ${e instanceof Error ? e.stack ?? e.message : String(e)}`);
+    process.exit(1);
+  });
+}
+

@@ -14,7 +14,7 @@ import { localConfig } from "../localcloud/localStack";
 import { LocalSession } from "../localcloud/session";
 import { PROJECT_DIR } from "../localcloud/stackConfig";
 import { setAppVersion } from "./context";
-import { product, round, table, writeResults } from "./report";
+import { benchMain, BenchRun, round, table, writeResults } from "./report";
 
 const RESULTS = path.join(PROJECT_DIR, "bench", "results", "runtimes.json");
 /** App-only releases per runtime (the figure is their median; all are in the JSON). */
@@ -36,13 +36,7 @@ interface Measured {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-async function main(): Promise<void> {
-  if (process.getuid && process.getuid() !== 0) throw new Error("the local cloud needs root (qemu forwards ports 22/80/443): run as root");
-  const t0 = Date.now();
-  const log = (m: string) => console.log(`[runtimes ${((Date.now() - t0) / 1000).toFixed(0).padStart(4)}s] ${m}`);
-  const started = new Date().toISOString();
-  const measuredProduct = await product();
-  if (measuredProduct.uncommittedChanges.length) log(`NOTE: measuring uncommitted changes: ${measuredProduct.uncommittedChanges.join("; ")}`);
+async function main({ log, started, product: measuredProduct }: BenchRun): Promise<void> {
   let version = 1;
   const session = await LocalSession.start({
     stack: "runtimes", log,
@@ -127,7 +121,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((e) => {
-  console.error(e);
-  process.exit(1);
-});
+benchMain("runtimes", main);
