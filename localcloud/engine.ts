@@ -68,6 +68,9 @@ interface StoredResource {
   connection?: SshConnection;
 }
 
+/** How long a failed up waits for the steps still under way (a remote command's own limit is 30 min). */
+const UNDER_WAY_LIMIT_MS = 30 * 60_000;
+
 interface StoredVm { dropletId: string; pid: number; dir: string; address: string }
 
 interface State { resources: Record<string, StoredResource>; vms: Record<string, StoredVm> }
@@ -163,6 +166,9 @@ export class LocalCloud {
   private readonly log: (line: string) => void;
   private steps: StepRecord[] = [];
   private registered = new Set<string>();
+  /** Resource operations under way, and whether the up failed (then no new one starts). */
+  private readonly underWay = new Set<Promise<unknown>>();
+  private failing = false;
   /** Public keys registered as DigitalOcean SSH keys in this run, by fingerprint. */
   private readonly sshKeys = new Map<string, string>();
 
@@ -182,6 +188,7 @@ export class LocalCloud {
   async up(opts: { preview?: boolean } = {}): Promise<UpResult> {
     this.steps = [];
     this.registered = new Set();
+    this.failing = false;
     const started = Date.now();
     this.log(`${opts.preview ? "Previewing" : "Updating"} (local cloud, stack ${this.opts.stack})`);
     const result = await runProgram({
@@ -196,7 +203,25 @@ export class LocalCloud {
       }),
       newResource: async (args) => {
         if (!args.custom) return { id: "", state: {} }; // component resources: nothing to do
-        return opts.preview ? this.previewResource(args) : this.applyResource(args);
+        if (this.failing) throw new Error(`${args.name}: not started, an earlier step of this up failed`);
+        const operation = opts.preview ? this.previewResource(args) : this.applyResource(args);
+        this.underWay.add(operation);
+        try {
+          return await operation;
+        } finally {
+          this.underWay.delete(operation);
+        }
+      },
+      // As Pulumi's engine does when a step fails: nothing new starts, and the steps under way
+      // finish (bounded here) before the up fails, so that no cleanup runs beneath them.
+      onFailure: async () => {
+        this.failing = true;
+        const deadline = Date.now() + UNDER_WAY_LIMIT_MS;
+        while (this.underWay.size && Date.now() < deadline) {
+          this.log(`  (waiting for ${this.underWay.size} step(s) under way to finish)`);
+          await Promise.race([Promise.allSettled([...this.underWay]), new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref())]);
+        }
+        if (!opts.preview) this.save();
       },
     });
     if (!opts.preview) {

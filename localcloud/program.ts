@@ -29,6 +29,11 @@ export interface RunOptions {
   preview?: boolean;
   newResource: NewResource;
   call?: Call;
+  /**
+   * Called when the run fails, before it rejects (and while a failure of another resource is
+   * still taken as part of this run's): the engine waits there for the steps under way.
+   */
+  onFailure?: () => Promise<void>;
 }
 
 export interface RunResult {
@@ -87,7 +92,12 @@ export async function runProgram(opts: RunOptions): Promise<RunResult> {
       if (registrationErrors.length) throw registrationErrors[0];
       return { resources, outputs };
     };
-    return await Promise.race([evaluate(), failed]);
+    try {
+      return await Promise.race([evaluate(), failed]);
+    } catch (e) {
+      await opts.onFailure?.();
+      throw e;
+    }
   } finally {
     process.off("unhandledRejection", listener);
   }

@@ -295,6 +295,29 @@ describe("DNS zone", () => {
       },
     }), /release refused/);
   });
+
+  it("on a failure, lets the caller wait for what is under way before the run fails (as the engine waits for its steps)", async () => {
+    const events: string[] = [];
+    let slowDone = false;
+    await assert.rejects(runProgram({
+      stack: "staging", config: stackConfig("staging"),
+      call: async (c) => (c.token === "command:local:run" ? { stdout: "status none" } : { domains: [{ name: "example.com" }] }),
+      newResource: async (a) => {
+        if (a.name === "host-key-key") throw new Error("key refused");
+        if (a.name === "deploy-key-key") {
+          await new Promise((r) => setTimeout(r, 300));
+          slowDone = true;
+        }
+        return { id: `${a.name}-id`, state: { ...a.inputs, ipv4Address: "203.0.113.7", publicKeyOpenssh: "ssh-ed25519 AAAA", privateKeyOpenssh: "k", fingerprint: "fp" } };
+      },
+      onFailure: async () => {
+        events.push(`onFailure (slow step done: ${slowDone})`);
+        while (!slowDone) await new Promise((r) => setTimeout(r, 20));
+        events.push("waited");
+      },
+    }).finally(() => events.push("rejected")), /key refused/);
+    assert.deepStrictEqual(events, ["onFailure (slow step done: false)", "waited", "rejected"]);
+  });
 });
 
 describe("preview", () => {
