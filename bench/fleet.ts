@@ -16,7 +16,7 @@ import { LocalSession } from "../localcloud/session";
 import { sshOutput } from "../localcloud/ssh";
 import { PROJECT_DIR } from "../localcloud/stackConfig";
 import { waitUntil } from "../localcloud/util";
-import { benchMain, BenchRun, machine, round, table, writeResults } from "./report";
+import { benchMain, BenchRun, machine, median, round, table, writeResults } from "./report";
 import { parseWrk, WRK, WrkResult, wrkOnHost } from "./wrk";
 
 const RESULTS = path.join(PROJECT_DIR, "bench", "results", "fleet.json");
@@ -34,8 +34,6 @@ interface Roll {
   /** N × (median staging + (unhealthy + healthy threshold) × interval), s. */
   predictedSeconds: number;
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 async function main({ log, started, product: measuredProduct }: BenchRun): Promise<void> {
   const session = await LocalSession.start({

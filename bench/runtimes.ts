@@ -14,7 +14,7 @@ import { localConfig } from "../localcloud/localStack";
 import { LocalSession } from "../localcloud/session";
 import { PROJECT_DIR } from "../localcloud/stackConfig";
 import { setAppVersion } from "./context";
-import { benchMain, BenchRun, round, table, writeResults } from "./report";
+import { benchMain, BenchRun, median, round, table, writeResults } from "./report";
 
 const RESULTS = path.join(PROJECT_DIR, "bench", "results", "runtimes.json");
 /** App-only releases per runtime (the figure is their median; all are in the JSON). */
@@ -33,8 +33,6 @@ interface Measured {
   /** Container releases: whether the dependency layer (the image's second) is the previous image's. */
   dependencyLayerReused?: boolean;
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 async function main({ log, started, product: measuredProduct }: BenchRun): Promise<void> {
   let version = 1;
