@@ -14,7 +14,7 @@ import { HostSetup } from "./components/host";
 import { LoadBalancer } from "./components/loadBalancer";
 import { RollingRelease } from "./components/roll";
 import { DeployKey, HostKey } from "./components/keys";
-import { Server } from "./components/server";
+import { perDroplet, Server } from "./components/server";
 import { NginxSite } from "./components/site";
 import { DataVolume } from "./components/volume";
 
@@ -33,10 +33,9 @@ const deployKey = new DeployKey("deploy-key", { keyName: `dropstack-${base}-depl
 // droplet's resource names, so growing a stack keeps its droplet.
 const fleet = cfg.fleet;
 const count = fleet?.droplets ?? 1;
-const named = (name: string, i: number) => (i === 0 ? name : `${name}-${i + 1}`);
-const hostKeys = [...Array(count).keys()].map((i) => new HostKey(named("host-key", i)));
-const servers = hostKeys.map((hostKey, i) => new Server(named("server", i), {
-  dropletName: named(base, i),
+const hostKeys = [...Array(count).keys()].map((i) => new HostKey(perDroplet("host-key", i)));
+const servers = hostKeys.map((hostKey, i) => new Server(perDroplet("server", i), {
+  dropletName: perDroplet(base, i),
   region: cfg.region,
   size: cfg.size,
   image: cfg.image,
@@ -95,7 +94,7 @@ function onDroplet(i: number) {
     dialErrorLimit: 40,
     perDialTimeout: 15,
   };
-  const host = new HostSetup(named("host", i), {
+  const host = new HostSetup(perDroplet("host", i), {
     connection,
     dropletId: x.dropletId,
     app: cfg.appName,
@@ -112,7 +111,7 @@ function onDroplet(i: number) {
   const onServer = { connection, dropletId: x.dropletId, repairs: host.repairs };
   // (behind the load balancer TLS ends there: no certificate on the droplets)
   const certificate = cfg.tls && !lb
-    ? new Certificate(named("certificate", i), {
+    ? new Certificate(perDroplet("certificate", i), {
       ...onServer,
       fqdn: cfg.fqdn,
       email: cfg.acmeEmail ?? "",
@@ -121,7 +120,7 @@ function onDroplet(i: number) {
       secret: cfg.secretSteps.includes("certificate"),
     }, { dependsOn: [host, dns] })
     : undefined;
-  const site = new NginxSite(named("site", i), {
+  const site = new NginxSite(perDroplet("site", i), {
     ...onServer,
     app: cfg.appName,
     fqdn: cfg.fqdn,
@@ -133,7 +132,7 @@ function onDroplet(i: number) {
   }, { dependsOn: [host, ...(certificate ? [certificate] : [])] });
   // Runtime docker: Docker Engine on the droplet and the app's image built there.
   const container = cfg.runtime === "docker"
-    ? new ContainerImage(named("container", i), { ...onServer, app: cfg.appName, sourceDir: cfg.appDir, deployUser: cfg.deployUser }, { dependsOn: [host] })
+    ? new ContainerImage(perDroplet("container", i), { ...onServer, app: cfg.appName, sourceDir: cfg.appDir, deployUser: cfg.deployUser }, { dependsOn: [host] })
     : undefined;
   return { x, host, onServer, site, container };
 }
@@ -181,7 +180,7 @@ const database = dropletDatabase ?? managedDatabase;
 // first also runs the release command, before the others), then the roll switches them in turn.
 const releases: AppRelease[] = [];
 for (const [i, d] of droplets.entries()) {
-  releases.push(new AppRelease(named("app", i), {
+  releases.push(new AppRelease(perDroplet("app", i), {
     ...d.onServer,
     app: cfg.appName,
     sourceDir: cfg.appDir,

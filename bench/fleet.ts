@@ -10,6 +10,7 @@
 //   flock /tmp/dropstack-vm.lock npm run bench:fleet
 import * as path from "path";
 import { DEFAULT_LB_HEALTH } from "../components/config";
+import { perDroplet } from "../components/server";
 import { UpResult } from "../localcloud/engine";
 import { LOCAL_FQDN, localConfig } from "../localcloud/localStack";
 import { LocalSession } from "../localcloud/session";
@@ -79,14 +80,13 @@ async function main({ log, started, product: measuredProduct }: BenchRun): Promi
     // ---- rolling releases
     const rolls: Roll[] = [];
     const stepSeconds = (up: UpResult, name: string) => (up.steps.find((s) => s.name === name && s.op !== "same")?.ms ?? NaN) / 1000;
-    const name = (base: string, i: number) => (i === 0 ? base : base.replace(/^([a-z]+)/, `$1-${i + 1}`));
     for (let r = 0; r < ROLLS; r++) {
       const [, next] = session.bumpVersion();
       log(`rolling release ${r + 1} of ${ROLLS} (${next})`);
       const t = Date.now();
       last = await session.cloud.up();
       const seconds = round((Date.now() - t) / 1000);
-      const stageSeconds = [...Array(DROPLETS).keys()].map((i) => round(stepSeconds(last, name("app-release", i))));
+      const stageSeconds = [...Array(DROPLETS).keys()].map((i) => round(stepSeconds(last, `${perDroplet("app", i)}-release`)));
       const turnSeconds = [...Array(DROPLETS).keys()].map((i) => round(stepSeconds(last, `roll-${i + 1}`)));
       const predictedSeconds = round(DROPLETS * (median(stageSeconds) + (health.unhealthyThreshold + health.healthyThreshold) * health.intervalSeconds));
       rolls.push({ seconds, stageSeconds, turnSeconds, predictedSeconds });

@@ -10,6 +10,14 @@ export function dropletNumber(id: pulumi.Input<string>): pulumi.Output<number> {
   return pulumi.output(id).apply(Number);
 }
 
+/**
+ * The name of droplet `i`'s resource (0: the first): the first droplet keeps the single droplet's
+ * names, so growing a stack replaces nothing. @example perDroplet("server", 1) === "server-2"
+ */
+export function perDroplet(name: string, i: number): string {
+  return i === 0 ? name : `${name}-${i + 1}`;
+}
+
 export interface ServerArgs {
   /** Droplet name. @example "shop-prod" */
   dropletName: string;

@@ -6,6 +6,7 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { promisify } from "util";
+import { perDroplet } from "../components/server";
 import { Pebble } from "./acme";
 import { LocalCloud, UpResult } from "./engine";
 import { ensureImage } from "./image";
@@ -80,9 +81,9 @@ export class LocalSession {
   /** Where the site's name points: the droplet, or with droplets > 1 the load balancer. */
   public siteIp: string;
 
-  /** The id of droplet `i` (0: the first) of the stack as `up` left it (the program names droplet 1 "server", the others "server-<n>"). */
+  /** The id of droplet `i` (0: the first) of the stack as `up` left it (named as the program names them: perDroplet). */
   dropletIdOf(up: UpResult, i: number): string {
-    const id = up.resources.find((r) => r.name === (i === 0 ? "server-droplet" : `server-${i + 1}-droplet`))?.id;
+    const id = up.resources.find((r) => r.name === `${perDroplet("server", i)}-droplet`)?.id;
     if (!id) throw new Error(`the stack has no droplet ${i + 1}`);
     return String(id);
   }
@@ -92,7 +93,7 @@ export class LocalSession {
     const addresses = up.outputs.dropletAddresses?.value as string[] | undefined;
     const host = addresses?.[i];
     if (!host) throw new Error(`the stack has no droplet ${i + 1} (addresses: ${JSON.stringify(addresses)})`);
-    const hostKey = up.resources.find((r) => r.name === (i === 0 ? "host-key-key" : `host-key-${i + 1}-key`))?.state.publicKeyOpenssh;
+    const hostKey = up.resources.find((r) => r.name === `${perDroplet("host-key", i)}-key`)?.state.publicKeyOpenssh;
     return { ...this.conn, host, hostKey: String(hostKey).trim() };
   }
 
