@@ -6,7 +6,7 @@
 import * as assert from "assert";
 import * as fs from "fs";
 import * as path from "path";
-import { product } from "../../bench/report";
+import { product, writeResults } from "../../bench/report";
 import { UpResult } from "../../localcloud/engine";
 import { appVersion, closedLoop, describeFailures, failures, LoadTarget, underLoad as whileLoaded } from "../../localcloud/load";
 import { LOCAL_FQDN, localConfig } from "../../localcloud/localStack";
@@ -74,10 +74,8 @@ const LB = { lbCheckInterval: 3, lbResponseTimeout: 3, lbHealthyThreshold: 2, lb
     console.log("\n      Fleet timings (wall time on this machine):");
     for (const [name, v] of measured) console.log(`        ${name.padEnd(52)} ${v}`);
     if (measured.length) {
-      const out = path.join(PROJECT_DIR, "bench", "results");
-      fs.mkdirSync(out, { recursive: true });
       const figures = { date: new Date().toISOString(), product: await product(), measured: Object.fromEntries(measured) };
-      fs.writeFileSync(path.join(out, "e2e-fleet.json"), `${JSON.stringify(figures, null, 2)}\n`);
+      writeResults(path.join(PROJECT_DIR, "bench", "results", "e2e-fleet.json"), figures);
     }
   });
 

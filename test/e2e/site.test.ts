@@ -8,6 +8,7 @@ import * as fs from "fs";
 import * as net from "net";
 import * as path from "path";
 import { promisify } from "util";
+import { writeResults } from "../../bench/report";
 import { RESERVED_ACCOUNTS } from "../../components/config";
 import { decodeValues } from "../../components/shell";
 import { Pebble } from "../../localcloud/acme";
@@ -117,9 +118,7 @@ describe("end to end on the local cloud", function () {
     console.log("\n      Phase timings (wall time on this machine):");
     for (const [name, msv] of phases) console.log(`        ${name.padEnd(44)} ${(msv / 1000).toFixed(1)} s`);
     for (const [name, v] of measured) console.log(`        ${name.padEnd(44)} ${v}`);
-    const out = path.join(PROJECT_DIR, "bench", "results");
-    fs.mkdirSync(out, { recursive: true });
-    fs.writeFileSync(path.join(out, "e2e-phases.json"), `${JSON.stringify({ date: new Date().toISOString(), phases: Object.fromEntries(phases.map(([n, v]) => [n.trim(), v / 1000])), measured: Object.fromEntries(measured) }, null, 2)}\n`);
+    writeResults(path.join(PROJECT_DIR, "bench", "results", "e2e-phases.json"), { date: new Date().toISOString(), phases: Object.fromEntries(phases.map(([n, v]) => [n.trim(), v / 1000])), measured: Object.fromEntries(measured) });
   });
 
   it("serves the sample app over HTTPS with a certificate for the name, chaining to Pebble's root", async () => {
