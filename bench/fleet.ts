@@ -87,7 +87,10 @@ async function main({ log, started, product: measuredProduct }: BenchRun): Promi
       last = await session.cloud.up();
       const seconds = round((Date.now() - t) / 1000);
       const stageSeconds = [...Array(DROPLETS).keys()].map((i) => round(stepSeconds(last, `${perDroplet("app", i)}-release`)));
-      const turnSeconds = [...Array(DROPLETS).keys()].map((i) => round(stepSeconds(last, `roll-${i + 1}`)));
+      // (each passed turn prints "turn=<n> seconds=<s>" on the roll's stdout; an unchanged roll printed nothing this time)
+      const rolled = last.steps.some((x) => x.type === "command:local:Command" && x.name === "roll" && x.op !== "same");
+      const rollOut = rolled ? String(last.resources.find((x) => x.type === "command:local:Command" && x.name === "roll")?.state.stdout ?? "") : "";
+      const turnSeconds = [...Array(DROPLETS).keys()].map((i) => Number(new RegExp(`^turn=${i + 1} seconds=(\\d+)$`, "m").exec(rollOut)?.[1] ?? NaN));
       const predictedSeconds = round(DROPLETS * (median(stageSeconds) + (health.unhealthyThreshold + health.healthyThreshold) * health.intervalSeconds));
       rolls.push({ seconds, stageSeconds, turnSeconds, predictedSeconds });
       log(`  ${seconds} s (staging ${stageSeconds.join(" + ")} s, turns ${turnSeconds.join(" + ")} s; predicted ${predictedSeconds} s)`);

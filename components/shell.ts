@@ -38,6 +38,20 @@ export function stepCommand(name: string): string {
   return `sudo -n bash -c ${shellQuote(scriptText(name))} ${shellQuote(`dropstack-${name}`)}`;
 }
 
+/** Scripts that run where `pulumi` runs (scripts/), each prefixed by scripts/lib-ssh.sh. */
+export const LOCAL_DIR = path.join(__dirname, "..", "scripts");
+
+/** The full text of a local script: scripts/lib-ssh.sh, then the script (shebangs dropped). */
+export function localScriptText(name: string): string {
+  const read = (file: string) => fs.readFileSync(path.join(LOCAL_DIR, file), "utf8").replace(/^#!.*\n/, "");
+  return `#!/usr/bin/env bash\n${read("lib-ssh.sh")}\n# ---- ${name}.sh ----\n${read(`${name}.sh`)}`;
+}
+
+/** The command line of a local command: the script's text in a fresh bash (so it runs the same from any folder), named for `ps`. */
+export function localCommand(name: string): string {
+  return `bash -c ${shellQuote(localScriptText(name))} ${shellQuote(`dropstack-${name}`)}`;
+}
+
 /**
  * Encodes settings for a step's stdin, sorted by name: for each, a line "NAME <length in bytes>",
  * the value's UTF-8 bytes as they are, then a newline. Byte-exact and readable in a diff.

@@ -13,8 +13,9 @@
 //   - getVpc: every droplet is in one VPC, qemu's user network.
 //   - docker provider / Image: the image is built on the droplet's Docker, reached as the provider
 //     says (ssh://user@address, its key and known_hosts files), the base image imported (docker.ts).
-//   - local run (command:local:run, the program's drift check): the command runs on this host, as
-//     the provider runs it (sh -c, the given environment and stdin); a non-zero exit fails it.
+//   - local run (command:local:run, the program's drift check) and local Command (the rolling
+//     release): the command runs on this host, as the provider runs it (sh -c, the given
+//     environment and stdin); a non-zero exit fails it.
 //   - remote Command / CopyToRemote: executed over SSH with the given connection, stdin and
 //     environment (sent as SSH env requests, as the provider does); a non-zero exit fails the
 //     resource with its stderr.
@@ -135,22 +136,32 @@ function fingerprint(publicKey: string): string {
   return crypto.createHash("md5").update(blob).digest("hex").match(/../g)!.join(":");
 }
 
-/** The command provider's local `run`: `sh -c <command>` with the environment added to this process's, stdin fed, output returned. */
-function runLocal(inputs: Record<string, unknown>): Promise<Record<string, unknown>> {
+/** `sh -c <command>` as the command provider runs a local command: the environment added to this process's, stdin fed; each output line to `onLine` as it comes. */
+function runShell(inputs: Inputs, command: string, onLine?: (stream: "stdout" | "stderr", line: string) => void): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const env = { ...process.env, ...(inputs.environment as Record<string, string> | undefined) };
-    const child = spawn("/bin/sh", ["-c", String(inputs.command)], { env, cwd: inputs.dir ? String(inputs.dir) : undefined, stdio: ["pipe", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    const child = spawn("/bin/sh", ["-c", command], { env, cwd: inputs.dir ? String(inputs.dir) : undefined, stdio: ["pipe", "pipe", "pipe"] });
+    const text = { stdout: "", stderr: "" };
+    for (const stream of ["stdout", "stderr"] as const) {
+      let partial = "";
+      child[stream].on("data", (d: Buffer) => {
+        text[stream] += d.toString();
+        const lines = (partial + d.toString()).split("\n");
+        partial = lines.pop() ?? "";
+        if (onLine) for (const line of lines) onLine(stream, line);
+      });
+    }
     child.on("error", reject);
-    child.on("close", (code) => {
-      if (code !== 0) reject(new Error(`local run: exit ${code}: ${stderr.slice(-2000)}`));
-      else resolve({ ...inputs, stdout: stdout.replace(/\n$/, ""), stderr: stderr.replace(/\n$/, "") });
-    });
+    child.on("close", (code) => resolve({ code, stdout: text.stdout.replace(/\n$/, ""), stderr: text.stderr.replace(/\n$/, "") }));
     child.stdin.end(inputs.stdin === undefined ? "" : String(inputs.stdin));
   });
+}
+
+/** The command provider's local `run`: its output returned; a non-zero exit fails it. */
+async function runLocal(inputs: Inputs): Promise<Inputs> {
+  const r = await runShell(inputs, String(inputs.command));
+  if (r.code !== 0) throw new Error(`local run: exit ${r.code}: ${r.stderr.slice(-2000)}`);
+  return { ...inputs, stdout: r.stdout, stderr: r.stderr };
 }
 
 function toConnection(c: Inputs): SshConnection {
@@ -389,6 +400,8 @@ export class LocalCloud {
         return this.runRemoteCommand(name, inputs, op, stored);
       case "command:remote:CopyToRemote":
         return this.copyToRemote(inputs);
+      case "command:local:Command":
+        return this.runLocalCommand(name, inputs, op, stored);
       case "digitalocean:index/volume:Volume":
         return this.applyVolume(inputs, stored);
       case "digitalocean:index/volumeAttachment:VolumeAttachment":
@@ -625,6 +638,21 @@ export class LocalCloud {
     const logging = String(inputs.logging ?? "stdoutAndStderr");
     const env = inputs.environment as Record<string, string> | undefined;
     const out = await this.exec(conn, command, inputs.stdin as string | undefined, env, logging, name, dialMs);
+    return { id: stored?.id ?? `${name}-${sha(String(Date.now())).slice(0, 8)}`, outputs: { ...inputs, ...out } };
+  }
+
+  /** A local command (the rolling release): `sh -c` on this host, as the provider runs it, its output streamed; a non-zero exit fails it with its output. */
+  private async runLocalCommand(name: string, inputs: Inputs, op: StepRecord["op"], stored?: StoredResource): Promise<{ id: string; outputs: Inputs }> {
+    const command = op === "update" && typeof inputs.update === "string" ? inputs.update : inputs.create;
+    if (typeof command !== "string") return { id: stored?.id ?? name, outputs: { ...inputs, stdout: "", stderr: "" } };
+    const logging = String(inputs.logging ?? "stdoutAndStderr");
+    const show = (stream: "stdout" | "stderr") => logging === "stdoutAndStderr" || logging === stream;
+    const r = await runShell(inputs, command, (stream, line) => {
+      if (show(stream)) this.log(`    ${name} ${stream === "stderr" ? "!" : "|"} ${line}`);
+    });
+    // (as the provider does: the error carries the whole output, whatever `logging` says)
+    if (r.code !== 0) throw new Error(`${name}: local command exited with status ${r.code}:\n${r.stdout}\n${r.stderr}`);
+    const out = { stdout: r.stdout, stderr: r.stderr };
     return { id: stored?.id ?? `${name}-${sha(String(Date.now())).slice(0, 8)}`, outputs: { ...inputs, ...out } };
   }
 

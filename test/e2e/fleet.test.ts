@@ -110,9 +110,51 @@ const LB = { lbCheckInterval: 3, lbResponseTimeout: 3, lbHealthyThreshold: 2, lb
     const id = String(result.outputs.releaseId.value);
     assert.deepStrictEqual([await liveRelease(0), await liveRelease(1)], [id, id]);
     const order = result.steps.map((x) => x.name);
-    assert.ok(order.indexOf("roll-1") < order.indexOf("roll-2"), `roll-1 then roll-2: ${order.join(", ")}`);
-    assert.ok(order.indexOf("app-2-release") < order.indexOf("roll-1"), "every droplet staged before the first switched");
+    assert.ok(order.indexOf("app-2-release") < order.indexOf("roll"), `every droplet staged before the roll: ${order.join(", ")}`);
+    const roll = result.resources.find((x) => x.type === "command:local:Command" && x.name === "roll");
+    assert.match(String(roll?.state.stdout), /^turn=1 seconds=\d+\nturn=2 seconds=\d+$/, "droplet 1's turn, then droplet 2's");
     assert.deepStrictEqual(await servedBy(4), ["app-fleet", "app-fleet-2"], "both back in rotation");
+  });
+
+  it("a turn that fails after the first droplet switched: the first switches back, both serve the previous release, no failed request; the next up rolls both", async () => {
+    const before = [await liveRelease(0), await liveRelease(1)];
+    const [was, now] = bumpVersion();
+    let injected = false;
+    let outcome: Awaited<ReturnType<typeof underLoad<UpResult>>>;
+    try {
+      outcome = await underLoad(async () => {
+        const up = session.cloud.up();
+        // once the roll has begun (droplet 1 is being drained), every droplet has staged: the
+        // second droplet's switch then cannot take its deploy lock (no file can be made in /srv/app)
+        await waitUntil("droplet 1's turn to begin", 20 * 60_000, async () =>
+          ((await onDroplet(0, "sudo test -e /run/dropstack-app/drain && echo draining || echo serving")).trim() === "draining" ? true : undefined), { intervalMs: 250 });
+        await onDroplet(1, "sudo chattr +i /srv/app");
+        injected = true;
+        return up;
+      });
+      assert.ok(injected, `the fault was not injected: ${outcome.error}`);
+      assert.ok(outcome.error, "the up must fail");
+      const error = String(outcome.error);
+      assert.match(error, /release \S+ was refused on this droplet/, "droplet 2's turn was refused");
+      assert.match(error, /the roll stopped at droplet 2 of 2 \([^)]+\); droplet\(s\) 1 switched back: every droplet serves its previous release/);
+      assert.strictEqual(failures(outcome.outcomes).length, 0, describeFailures(outcome.outcomes));
+      assert.deepStrictEqual([...new Set(outcome.outcomes.map((o) => o.marker))].sort(), [was, now].sort(), "droplet 1 served the new release for its turn");
+      assert.deepStrictEqual([await liveRelease(0), await liveRelease(1)], before, "both droplets on the previous release");
+      assert.match(await onDroplet(0, "tail -n 1 /srv/app/shared/log/releases.log"), new RegExp(`action=rollback release=${before[0]} by=pulumi:fleet result=ok`));
+      await waitRotation("both droplets in rotation", (st) => Object.values(st).length === 2 && Object.values(st).every((x) => x === "UP"));
+      assert.deepStrictEqual(await servedBy(4), ["app-fleet", "app-fleet-2"]);
+    } finally {
+      await onDroplet(1, "sudo chattr -i /srv/app");
+    }
+    const t = Date.now();
+    const fixed = await underLoad(() => session.cloud.up());
+    assert.ok(fixed.result, `the next up failed: ${fixed.error}`);
+    last = fixed.result;
+    measured.push(["roll again after a switch-back (up)", `${((Date.now() - t) / 1000).toFixed(1)} s, ${fixed.outcomes.length} requests`]);
+    assert.strictEqual(failures(fixed.outcomes).length, 0, describeFailures(fixed.outcomes));
+    assert.strictEqual(fixed.outcomes[fixed.outcomes.length - 1].marker, now);
+    const id = String(fixed.result.outputs.releaseId.value);
+    assert.deepStrictEqual([await liveRelease(0), await liveRelease(1)], [id, id]);
   });
 
   it("a release refused on the second droplet leaves both droplets on the previous release", async () => {

@@ -10,7 +10,7 @@ import * as path from "path";
 import { renderNginxDefault, renderNginxSite } from "../../components/render";
 import { decodeValues, readRemoteFile } from "../../components/shell";
 import { freePort } from "../../localcloud/util";
-import { byName, byType, dropletIpv4, FAKE_VPC, LB_IPV4, plain, runFake } from "./fakeCloud";
+import { byName, byType, DEPLOY_PRIVATE_KEY, dropletIpv4, FAKE_VPC, HOST_PUBLIC_KEY, isSecretValue, LB_IPV4, plain, plainStrings, runFake } from "./fakeCloud";
 
 const COMMAND = "command:remote:Command";
 const stdinOf = (res: { inputs: Record<string, unknown> }) => decodeValues(String(plain(res.inputs.stdin)));
@@ -105,17 +105,29 @@ describe("program with droplets: 2", () => {
     };
     assert.ok(at("app-2-release") > at("app-release"), "the second droplet stages after the first ran the release command");
     for (const m of ["roll-member-1", "roll-member-2"]) assert.ok(at(m) > at("app-2-release") && at(m) > at("lb-lb"), `${m} after every stage and the load balancer`);
-    assert.ok(at("roll-1") > at("roll-member-2"));
-    assert.ok(at("roll-2") > at("roll-1"), "the second droplet's turn after the first's");
-    for (const [turn, ip] of [["roll-1", dropletIpv4("server-droplet")], ["roll-2", dropletIpv4("server-2-droplet")]]) {
-      const res = byName(r, turn);
-      assert.strictEqual((plain(res.inputs.connection) as { host: string }).host, ip);
-      const v = stdinOf(res);
-      assert.deepStrictEqual({ ...v, TRIGGERED_BY: undefined }, {
-        APP: "app", RELEASE_ID: first.RELEASE_ID, HEALTH_PATH: "/healthz", CHECK_INTERVAL: "10", CHECK_TIMEOUT: "5",
-        HEALTHY_THRESHOLD: "5", UNHEALTHY_THRESHOLD: "3", TRIGGERED_BY: undefined,
-      });
-    }
+    // the roll: one local command giving each droplet its turn over SSH, in order, after both memberships
+    const [roll] = byType(r, "command:local:Command");
+    assert.strictEqual(roll.name, "roll");
+    assert.ok(r.resources.indexOf(roll) > at("roll-member-2"), "the roll after every droplet joined the pool");
+    assert.match(String(roll.inputs.create), /^bash -c '.*' dropstack-roll-fleet$/s);
+    const env = roll.inputs.environment as Record<string, unknown>;
+    assert.ok(isSecretValue(roll.inputs.stdin), "the deploy key, on stdin, is a secret");
+    assert.strictEqual(plain(roll.inputs.stdin), DEPLOY_PRIVATE_KEY);
+    for (const x of plainStrings(roll.inputs)) assert.ok(!x.value.includes("unit-test-deploy-key"), `roll.${x.path} holds the deploy key in plain`);
+    assert.deepStrictEqual(String(env.ROLL_DROPLETS).split("\n"), [
+      `${dropletIpv4("server-droplet")} 22 ${HOST_PUBLIC_KEY}`,
+      `${dropletIpv4("server-2-droplet")} 22 ${HOST_PUBLIC_KEY}`,
+    ], "each droplet in turn order, with its pinned host key");
+    assert.strictEqual(env.ROLL_USER, "deploy");
+    assert.match(String(env.ROLL_STEP), /dropstack-roll'?$/);
+    const turn = decodeValues(String(env.ROLL_VALUES));
+    assert.deepStrictEqual({ ...turn, TRIGGERED_BY: undefined }, {
+      APP: "app", RELEASE_ID: first.RELEASE_ID, HEALTH_PATH: "/healthz", CHECK_INTERVAL: "10", CHECK_TIMEOUT: "5",
+      HEALTHY_THRESHOLD: "5", UNHEALTHY_THRESHOLD: "3", TRIGGERED_BY: undefined,
+    });
+    assert.deepStrictEqual(decodeValues(String(env.ROLL_BACK_VALUES)), { ...turn, MODE: "back" });
+    assert.deepStrictEqual(plain(roll.inputs.triggers), [first.RELEASE_ID, byName(r, "server-droplet").id, byName(r, "server-2-droplet").id,
+      plain(byName(r, "app-release").state.stdout), plain(byName(r, "app-2-release").state.stdout)], "a new release, droplet or stage rolls again");
     // leaving the pool drains the droplet (the membership's delete), whatever its scripts become
     const member = byName(r, "roll-member-2");
     assert.match(String(member.inputs.delete), /dropstack-lb-leave/);

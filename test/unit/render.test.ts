@@ -9,7 +9,7 @@ import {
   renderCloudConfig, renderEnvJson, renderGunicornConf, renderHardening, renderNftables, renderNginxDefault, renderNginxSite, renderSshdConfig,
   renderDbScript, renderSupervisorSlot, renderSwitchScript,
 } from "../../components/render";
-import { encodeValues, readRemoteFile, renderTemplate, scriptText, shellQuote, stepCommand } from "../../components/shell";
+import { encodeValues, LOCAL_DIR, localScriptText, readRemoteFile, renderTemplate, scriptText, shellQuote, stepCommand } from "../../components/shell";
 
 /** Every step in remote/: its scripts but the prelude (lib.sh) and the parts rendered into others. */
 const INCLUDED = ["lib.sh", "deploy-lock.sh", "lb-checks.sh"];
@@ -335,6 +335,11 @@ describe("remote scripts", () => {
       assert.match(text, /^take_deploy_lock\(\) \{$/m, name);
     }
     assert.match(scriptText("release"), /^take_deploy_lock\(\) \{$/m);
+    // and where `pulumi` runs: the drift check (sourcing lib-ssh.sh) and the roll as its command runs it
+    const check = spawnSync("shellcheck", ["-x", path.join("scripts", "read-server-check.sh")], { cwd: path.dirname(LOCAL_DIR), encoding: "utf8" });
+    assert.strictEqual(check.status, 0, `read-server-check.sh:\n${check.stdout}${check.stderr}`);
+    const rollText = spawnSync("shellcheck", ["-s", "bash", "-"], { input: localScriptText("roll-fleet"), encoding: "utf8" });
+    assert.strictEqual(rollText.status, 0, `roll-fleet.sh:\n${rollText.stdout}${rollText.stderr}`);
   });
 
   it("every step sets -euo pipefail", () => {
