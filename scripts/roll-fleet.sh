@@ -13,7 +13,7 @@
 # Prints "turn=<n> seconds=<s>" for each turn that passed; exits 1 when the roll stopped.
 set -euo pipefail
 
-say() { printf '[dropstack-roll] %s\n' "$*" >&2; }
+say() { printf '[dropstack-roll-fleet] %s\n' "$*" >&2; }
 for v in ROLL_USER ROLL_DROPLETS ROLL_STEP ROLL_VALUES ROLL_BACK_VALUES; do
   [ -n "${!v:-}" ] || { say "error: $v is not set"; exit 2; }
 done
