@@ -140,7 +140,7 @@ const LB = { lbCheckInterval: 3, lbResponseTimeout: 3, lbHealthyThreshold: 2, lb
       assert.strictEqual(failures(outcome.outcomes).length, 0, describeFailures(outcome.outcomes));
       assert.deepStrictEqual([...new Set(outcome.outcomes.map((o) => o.marker))].sort(), [was, now].sort(), "droplet 1 served the new release for its turn");
       assert.deepStrictEqual([await liveRelease(0), await liveRelease(1)], before, "both droplets on the previous release");
-      assert.match(await onDroplet(0, "tail -n 1 /srv/app/shared/log/releases.log"), new RegExp(`action=rollback release=${before[0]} by=pulumi:fleet result=ok`));
+      assert.match(await onDroplet(0, "sudo tail -n 1 /srv/app/shared/log/releases.log"), new RegExp(`action=rollback release=${before[0]} by=pulumi:fleet result=ok`));
       await waitRotation("both droplets in rotation", (st) => Object.values(st).length === 2 && Object.values(st).every((x) => x === "UP"));
       assert.deepStrictEqual(await servedBy(4), ["app-fleet", "app-fleet-2"]);
     } finally {
