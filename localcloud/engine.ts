@@ -157,6 +157,9 @@ function runShell(inputs: Inputs, command: string, onLine?: (stream: "stdout" | 
   });
 }
 
+/** Whether a command's `logging` setting ("stdout", "stderr", "stdoutAndStderr", "none") shows a line of `stream` while it runs. */
+const streamed = (logging: string, stream: "stdout" | "stderr") => logging === "stdoutAndStderr" || logging === stream;
+
 /** The command provider's local `run`: its output returned; a non-zero exit fails it. */
 async function runLocal(inputs: Inputs): Promise<Inputs> {
   const r = await runShell(inputs, String(inputs.command));
@@ -615,9 +618,7 @@ export class LocalCloud {
     await waitForSshLogin(conn, dialTimeoutMs);
     // Output is shown line by line as it comes, as `pulumi up` streams a command's output.
     const onLine = (stream: "stdout" | "stderr", line: string) => {
-      if (logging === "none") return;
-      if (logging !== "stdoutAndStderr" && logging !== stream) return;
-      this.log(`    ${label} ${stream === "stderr" ? "!" : "|"} ${line}`);
+      if (streamed(logging, stream)) this.log(`    ${label} ${stream === "stderr" ? "!" : "|"} ${line}`);
     };
     const r = await sshExec(conn, command, { stdin, env, timeoutMs: 30 * 60_000, onLine });
     if (r.code !== 0) {
@@ -646,9 +647,8 @@ export class LocalCloud {
     const command = op === "update" && typeof inputs.update === "string" ? inputs.update : inputs.create;
     if (typeof command !== "string") return { id: stored?.id ?? name, outputs: { ...inputs, stdout: "", stderr: "" } };
     const logging = String(inputs.logging ?? "stdoutAndStderr");
-    const show = (stream: "stdout" | "stderr") => logging === "stdoutAndStderr" || logging === stream;
     const r = await runShell(inputs, command, (stream, line) => {
-      if (show(stream)) this.log(`    ${name} ${stream === "stderr" ? "!" : "|"} ${line}`);
+      if (streamed(logging, stream)) this.log(`    ${name} ${stream === "stderr" ? "!" : "|"} ${line}`);
     });
     // (as the provider does: the error carries the whole output, whatever `logging` says)
     if (r.code !== 0) throw new Error(`${name}: local command exited with status ${r.code}:\n${r.stdout}\n${r.stderr}`);
