@@ -1,7 +1,7 @@
 // Rendering of the files dropstack installs on the server, from the templates in remote/templates.
 // Pure functions of validated settings: unit-tested as text and checked by nginx -t and supervisor.
 import type { EgressRule } from "./firewall";
-import { readRemoteFile, renderTemplate } from "./shell";
+import { readRemoteFile, renderTemplate, withoutShebang } from "./shell";
 
 /** Placeholders filled with text the program rendered itself (not user input). */
 const RENDERED = new Set(["proxy", "headers", "routes", "forwarded_proto"]);
@@ -82,7 +82,7 @@ function withDeployLock(templateFile: string): string {
   const marker = /^# @deploy-lock@.*$/m;
   const template = readRemoteFile(templateFile);
   if (!marker.test(template)) throw new Error(`${templateFile} has no # @deploy-lock@ line`);
-  return template.replace(marker, () => readRemoteFile("deploy-lock.sh").replace(/^#!.*\n/, ""));
+  return template.replace(marker, () => withoutShebang(readRemoteFile("deploy-lock.sh")));
 }
 
 /** The server-side switch/rollback command (installed as /usr/local/sbin/dropstack-switch), with the shared deploy lock. */

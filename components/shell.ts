@@ -24,12 +24,17 @@ export function readRemoteFile(relative: string): string {
   return fs.readFileSync(path.join(REMOTE_DIR, relative), "utf8");
 }
 
+/** A script's text without its shebang line, to be included in another script. */
+export function withoutShebang(text: string): string {
+  return text.replace(/^#!.*\n/, "");
+}
+
 /** Library files a step needs besides lib.sh (each also used elsewhere, e.g. by dropstack-switch). */
 const STEP_INCLUDES: Record<string, string[]> = { release: ["deploy-lock.sh"], roll: ["lb-checks.sh"], "lb-member": ["lb-checks.sh"], "lb-leave": ["lb-checks.sh"] };
 
 /** The full text a step runs: remote/lib.sh, its includes, then the step's script (shebangs dropped). */
 export function scriptText(name: string): string {
-  const part = (file: string) => `# ---- ${file} ----\n${readRemoteFile(file).replace(/^#!.*\n/, "")}`;
+  const part = (file: string) => `# ---- ${file} ----\n${withoutShebang(readRemoteFile(file))}`;
   return [readRemoteFile("lib.sh"), ...(STEP_INCLUDES[name] ?? []).map(part), part(`${name}.sh`)].join("\n");
 }
 
@@ -43,7 +48,7 @@ export const LOCAL_DIR = path.join(__dirname, "..", "scripts");
 
 /** The full text of a local script: scripts/lib-ssh.sh, then the script (shebangs dropped). */
 export function localScriptText(name: string): string {
-  const read = (file: string) => fs.readFileSync(path.join(LOCAL_DIR, file), "utf8").replace(/^#!.*\n/, "");
+  const read = (file: string) => withoutShebang(fs.readFileSync(path.join(LOCAL_DIR, file), "utf8"));
   return `#!/usr/bin/env bash\n${read("lib-ssh.sh")}\n# ---- ${name}.sh ----\n${read(`${name}.sh`)}`;
 }
 
