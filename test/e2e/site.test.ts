@@ -407,6 +407,11 @@ describe("end to end on the local cloud", function () {
     await waitForSite("the site after reboot", 5 * 60_000);
     measured.push(["site back after reboot", `${((Date.now() - t) / 1000).toFixed(1)} s`]);
     assert.deepStrictEqual(await notes(), ["seeded note one", "seeded note two", ...written], "the notes survived the reboot");
+    // every key of the kernel hardening drop-in holds after the boot (the local cloud boots the
+    // guest with address space randomisation off: the drop-in must have turned it on again)
+    const differs = await onServer(`sudo sh -c 'grep -E "^[a-z]" /etc/sysctl.d/99-zz-dropstack.conf | while IFS=" =" read -r k v; do f=/proc/sys/$(echo "$k" | tr . /); [ -e "$f" ] || continue; now=$(cat "$f"); [ "$now" = "$v" ] || echo "$k=$now (want $v)"; done'`);
+    assert.strictEqual(differs.trim(), "", "kernel settings that differ from the drop-in after the reboot");
+    assert.strictEqual((await onServer("cat /proc/sys/kernel/randomize_va_space")).trim(), "2");
   });
 
   const appPy = () => path.join(appDir, "app.py");
