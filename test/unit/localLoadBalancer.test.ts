@@ -69,12 +69,16 @@ describe("local cloud: the load balancer (HAProxy with DigitalOcean's health-che
   /**
    * Runs `action` while one client requests through the load balancer (a new connection each
    * time, one at a time), then `after` more requests; every failure (status or error) recorded.
-   * `onCount` gets a reader of how many requests the client has started so far.
+   * `action` may await `answered()`: the request in flight when it is called has been answered
+   * (the client asks one at a time, so two more started means that one has its answer).
    */
-  const steady = async (action: () => Promise<void>, after = 0, onCount?: (count: () => number) => void) => {
+  const steady = async (action: (answered: () => Promise<void>) => Promise<void>, after = 0) => {
     let done = false;
     let n = 0;
-    onCount?.(() => n);
+    const answered = async () => {
+      const mark = n;
+      await waitUntil("the request in flight answered", 30_000, async () => (n - mark >= 2 ? true : undefined), { intervalMs: 20 });
+    };
     const failures: string[] = [];
     const client = (async () => {
       while (!done) {
@@ -84,7 +88,7 @@ describe("local cloud: the load balancer (HAProxy with DigitalOcean's health-che
       }
     })();
     try {
-      await action();
+      await action(answered);
       const mark = n;
       await waitUntil(`${after} more requests`, 30_000, async () => (n - mark >= after ? true : undefined), { intervalMs: 50 });
     } finally {
@@ -146,13 +150,14 @@ describe("local cloud: the load balancer (HAProxy with DigitalOcean's health-che
 
   it("takes a draining droplet (health 503) out after `unhealthy` failed checks, with every request answered meanwhile", async () => {
     let servedAtDown = 0;
-    const { n, failures } = await steady(async () => {
+    const { n, failures } = await steady(async (answered) => {
       droplets[0].healthy = false;
       await waitState("101", "DOWN");
+      await answered(); // the request in flight when it went DOWN may be the droplet's
       servedAtDown = droplets[0].served;
     }, 200);
     assert.deepStrictEqual(failures, [], `of ${n} requests`);
-    assert.strictEqual(droplets[0].served, servedAtDown, "no request reached the droplet once it was DOWN");
+    assert.strictEqual(droplets[0].served, servedAtDown, "no request reached the droplet once it was DOWN and the request in flight was answered");
   });
 
   it("an update adds a droplet DOWN and keeps the others' health (the drained one stays out); no request fails across it", async () => {
@@ -172,16 +177,12 @@ describe("local cloud: the load balancer (HAProxy with DigitalOcean's health-che
 
   it("removing a droplet drops no request; once the request in flight at the update is answered, nothing reaches it", async () => {
     let served = 0;
-    let requests = () => 0;
-    const { n, failures } = await steady(async () => {
+    const { n, failures } = await steady(async (answered) => {
       await lb.apply(spec([droplets[0], droplets[2]]));
       assert.deepStrictEqual(Object.keys(await states()).sort(), ["101", "103"]);
-      // the old HAProxy finishes the request it has (-sf), which may be the removed droplet's:
-      // the client asks one at a time, so two more started means that one was answered
-      const mark = requests();
-      await waitUntil("the request in flight at the update answered", 30_000, async () => (requests() - mark >= 2 ? true : undefined), { intervalMs: 20 });
+      await answered(); // the old HAProxy finishes the request it has (-sf): it may be the removed droplet's
       served = droplets[1].served;
-    }, 200, (count) => (requests = count));
+    }, 200);
     assert.deepStrictEqual(failures, [], `of ${n} requests`);
     assert.strictEqual(droplets[1].served, served, "nothing reaches the removed droplet");
   });
