@@ -172,16 +172,37 @@ export function canBind(host: string, port: number): Promise<boolean> {
 }
 
 /** A TCP port on `host` that was free when asked (the kernel picks it). */
-export function freePort(host = "127.0.0.1"): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once("error", reject);
-    server.listen({ host, port: 0, exclusive: true }, () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => (port ? resolve(port) : reject(new Error(`no free port on ${host}`))));
-    });
-  });
+export async function freePort(host = "127.0.0.1"): Promise<number> {
+  return (await freePorts(1, host))[0];
+}
+
+/**
+ * `count` different TCP ports on `host` that were free when asked, none of them in `avoid` (ports
+ * chosen earlier and not bound yet: the kernel may hand a closed port out again at once). Every
+ * port is held until all are chosen, so the kernel cannot give one twice.
+ */
+export async function freePorts(count: number, host = "127.0.0.1", avoid: number[] = []): Promise<number[]> {
+  const held: net.Server[] = [];
+  const ports: number[] = [];
+  try {
+    while (ports.length < count) {
+      if (held.length > count + avoid.length + 20) throw new Error(`no ${count} free ports on ${host} outside ${avoid.join(", ")}`);
+      const server = net.createServer();
+      held.push(server);
+      const port = await new Promise<number>((resolve, reject) => {
+        server.once("error", reject);
+        server.listen({ host, port: 0, exclusive: true }, () => {
+          const address = server.address();
+          resolve(typeof address === "object" && address ? address.port : 0);
+        });
+      });
+      if (!port) throw new Error(`no free port on ${host}`);
+      if (!avoid.includes(port)) ports.push(port);
+    }
+  } finally {
+    await Promise.all(held.map((server) => new Promise<void>((resolve) => (server.listening ? server.close(() => resolve()) : resolve()))));
+  }
+  return ports;
 }
 
 export function formatDuration(ms: number): string {
