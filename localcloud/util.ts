@@ -176,10 +176,13 @@ export async function freePort(host = "127.0.0.1"): Promise<number> {
   return (await freePorts(1, host))[0];
 }
 
+/** Ports freePorts() handed out in this process: a caller may not have bound one yet. */
+const handedOut = new Set<number>();
+
 /**
- * `count` different TCP ports on `host` that were free when asked, none of them in `avoid` (ports
- * chosen earlier and not bound yet: the kernel may hand a closed port out again at once). Every
- * port is held until all are chosen, so the kernel cannot give one twice.
+ * `count` different TCP ports on `host` that were free when asked, none handed out before in this
+ * process and none in `avoid` (ports chosen elsewhere and not bound yet: the kernel may give a
+ * closed port out again at once). Every port is held until all are chosen.
  */
 export async function freePorts(count: number, host = "127.0.0.1", avoid: number[] = []): Promise<number[]> {
   const held: net.Server[] = [];
@@ -197,9 +200,10 @@ export async function freePorts(count: number, host = "127.0.0.1", avoid: number
         });
       });
       if (!port) throw new Error(`no free port on ${host}`);
-      if (!avoid.includes(port)) ports.push(port);
+      if (!avoid.includes(port) && !handedOut.has(port)) ports.push(port);
     }
   } finally {
+    for (const port of ports) handedOut.add(port);
     await Promise.all(held.map((server) => new Promise<void>((resolve) => (server.listening ? server.close(() => resolve()) : resolve()))));
   }
   return ports;
