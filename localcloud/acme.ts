@@ -13,7 +13,7 @@ import * as http from "http";
 import * as https from "https";
 import * as path from "path";
 import { registerProcess, stopProcess } from "./processes";
-import { canBind, freePorts, Logger, noLog, run, tailFile, waitUntil } from "./util";
+import { canBind, freePort, Logger, noLog, run, tailFile, waitUntil } from "./util";
 
 export interface StartPebbleOptions {
   /** Certificates, config and logs go into <workDir>/pebble/. */
@@ -97,9 +97,8 @@ export async function startPebble(opts: StartPebbleOptions): Promise<Pebble> {
 }
 
 async function choosePorts(opts: StartPebbleOptions, log: Logger): Promise<Ports> {
-  // the given ports were chosen free by the caller but are not bound yet: none of these may be one
-  const given = [opts.acmePort, opts.managementPort].filter((p): p is number => p !== undefined);
-  const [dns, dnsManagement, acmeFree, managementFree] = await freePorts(4, LISTEN_HOST, [...given, DEFAULT_ACME_PORT, DEFAULT_MANAGEMENT_PORT]);
+  const dns = await freePort(LISTEN_HOST);
+  const dnsManagement = await freePort(LISTEN_HOST);
   if (opts.acmePort !== undefined || opts.managementPort !== undefined) {
     const acme = opts.acmePort ?? DEFAULT_ACME_PORT;
     const management = opts.managementPort ?? DEFAULT_MANAGEMENT_PORT;
@@ -113,7 +112,7 @@ async function choosePorts(opts: StartPebbleOptions, log: Logger): Promise<Ports
   if ((await canBind(LISTEN_HOST, DEFAULT_ACME_PORT)) && (await canBind(LISTEN_HOST, DEFAULT_MANAGEMENT_PORT))) {
     return { acme: DEFAULT_ACME_PORT, management: DEFAULT_MANAGEMENT_PORT, dns, dnsManagement };
   }
-  const ports = { acme: acmeFree, management: managementFree, dns, dnsManagement };
+  const ports = { acme: await freePort(LISTEN_HOST), management: await freePort(LISTEN_HOST), dns, dnsManagement };
   log(`pebble: ${DEFAULT_ACME_PORT} or ${DEFAULT_MANAGEMENT_PORT} is taken (another pebble?); using ${ports.acme} and ${ports.management}`);
   return ports;
 }
