@@ -171,25 +171,19 @@ export function canBind(host: string, port: number): Promise<boolean> {
   });
 }
 
-/** A TCP port on `host` that was free when asked (the kernel picks it). */
-export async function freePort(host = "127.0.0.1"): Promise<number> {
-  return (await freePorts(1, host))[0];
-}
-
-/** Ports freePorts() handed out in this process: a caller may not have bound one yet. */
+/** Ports freePort() handed out in this process: a caller may not have bound one yet. */
 const handedOut = new Set<number>();
 
 /**
- * `count` different TCP ports on `host` that were free when asked, none handed out before in this
- * process and none in `avoid` (ports chosen elsewhere and not bound yet: the kernel may give a
- * closed port out again at once). Every port is held until all are chosen.
+ * A TCP port on `host` that was free when asked (the kernel picks it) and that this process has not
+ * handed out before: a caller may not have bound that one yet, and the kernel may give a closed
+ * port out again at once. A port already handed out is held while the kernel is asked again.
  */
-export async function freePorts(count: number, host = "127.0.0.1", avoid: number[] = []): Promise<number[]> {
+export async function freePort(host = "127.0.0.1"): Promise<number> {
   const held: net.Server[] = [];
-  const ports: number[] = [];
   try {
-    while (ports.length < count) {
-      if (held.length > count + avoid.length + 20) throw new Error(`no ${count} free ports on ${host} outside ${avoid.join(", ")}`);
+    // (one port and at most 20 more tries)
+    while (held.length <= 21) {
       const server = net.createServer();
       held.push(server);
       const port = await new Promise<number>((resolve, reject) => {
@@ -200,13 +194,15 @@ export async function freePorts(count: number, host = "127.0.0.1", avoid: number
         });
       });
       if (!port) throw new Error(`no free port on ${host}`);
-      if (!avoid.includes(port) && !handedOut.has(port)) ports.push(port);
+      if (!handedOut.has(port)) {
+        handedOut.add(port);
+        return port;
+      }
     }
+    throw new Error(`no free port on ${host} that this process has not handed out`);
   } finally {
-    for (const port of ports) handedOut.add(port);
     await Promise.all(held.map((server) => new Promise<void>((resolve) => (server.listening ? server.close(() => resolve()) : resolve()))));
   }
-  return ports;
 }
 
 export function formatDuration(ms: number): string {
