@@ -7,8 +7,9 @@ import { Certificate } from "./components/certificate";
 import { ContainerImage } from "./components/container";
 import { EgressRule, loadConfig, MANAGED_POSTGRES_PORT } from "./components/config";
 import { DropletDatabase } from "./components/database";
-import { Dns } from "./components/dns";
-import { Firewall } from "./components/firewall";
+import { Dns, DnsArgs } from "./components/dns";
+import { Firewall, FirewallArgs } from "./components/firewall";
+import { Handover } from "./components/handover";
 import { ManagedDatabase } from "./components/managedDatabase";
 import { HostSetup } from "./components/host";
 import { LoadBalancer } from "./components/loadBalancer";
@@ -69,19 +70,25 @@ const lb = fleet
     protect: cfg.protect,
   })
   : undefined;
-new Firewall("firewall", {
+const firewallArgs: FirewallArgs = {
   firewallName: base,
   dropletIds: servers.map((x) => x.dropletId),
   sshAllowedCidrs: cfg.sshAllowedCidrs,
   egress,
   webFromLoadBalancer: lb?.lbId,
-});
-const dns = new Dns("dns", {
+};
+const dnsArgs: DnsArgs = {
   domain: cfg.domain,
   host: cfg.host,
   ipv4Address: lb ? lb.ip : server.ipv4Address,
   ipv6Address: cfg.ipv6 && !lb ? server.ipv6Address : undefined,
-});
+  ttl: cfg.dnsTtl,
+};
+// One droplet: the record and the firewall first (the certificate's challenge needs the record).
+// Several: both come after the roll (below), so that a stack grown from one droplet hands over
+// without a failed request.
+const dns = lb ? undefined : new Dns("dns", dnsArgs);
+if (!lb) new Firewall("firewall", firewallArgs);
 
 /** Everything on one droplet: provisioning, the site, (one droplet) its certificate and data, the app's image. */
 function onDroplet(i: number) {
@@ -118,7 +125,7 @@ function onDroplet(i: number) {
       acmeServer: cfg.acmeServer,
       acmeCaBundle: cfg.acmeCaBundle,
       secret: cfg.secretSteps.includes("certificate"),
-    }, { dependsOn: [host, dns] })
+    }, { dependsOn: [host, ...(dns ? [dns] : [])] })
     : undefined;
   const site = new NginxSite(perDroplet("site", i), {
     ...onServer,
@@ -207,7 +214,7 @@ for (const [i, d] of droplets.entries()) {
 }
 const release = releases[0];
 if (fleet && lb) {
-  new RollingRelease("roll", {
+  const roll = new RollingRelease("roll", {
     app: cfg.appName,
     releaseId: release.releaseId,
     droplets: droplets.map((d, i) => ({ ...d.onServer, staged: releases[i].stdout })),
@@ -215,6 +222,18 @@ if (fleet && lb) {
     health: fleet.health,
     triggeredBy: `pulumi:${stack}`,
   }, { dependsOn: [...releases, lb] });
+  // The name moves to the load balancer once the roll has put droplets in rotation. A first
+  // droplet that served the site itself keeps serving HTTPS for the record's TTL after that (the
+  // handover), and only then does the firewall admit web traffic from the load balancer alone.
+  const fleetDns = new Dns("dns", dnsArgs, { dependsOn: [roll] });
+  const handover = new Handover("handover", {
+    ...droplets[0].onServer,
+    app: cfg.appName,
+    fqdn: cfg.fqdn,
+    ttl: cfg.dnsTtl,
+    address: lb.ip,
+  }, { dependsOn: [fleetDns] });
+  new Firewall("firewall", firewallArgs, { dependsOn: [handover] });
 }
 
 /** The (first) droplet's address. */

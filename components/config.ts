@@ -402,6 +402,13 @@ export const schema = z.object({
   /** With droplets > 1: failed checks in a row before a droplet is taken out of rotation (DigitalOcean's default: 3). */
   lbUnhealthyThreshold: z.number({ invalid_type_error: "expected a number of checks, e.g. 3" })
     .int("expected a whole number of checks, e.g. 3").min(2, "expected at least 2 checks, e.g. 3").max(10, "expected at most 10 checks, e.g. 3").optional(),
+  /**
+   * Seconds resolvers may keep the site's DNS records (their TTL). Also how long a stack grown from
+   * one droplet keeps serving HTTPS on the first droplet after the name moved to the load balancer
+   * (plus 30 s for DigitalOcean's name servers): clients that resolved the name before still reach it.
+   */
+  dnsTtl: z.number({ invalid_type_error: "expected seconds, e.g. 300" })
+    .int("expected whole seconds, e.g. 300").min(30, "expected at least 30 seconds (DigitalOcean's lowest TTL), e.g. 300").max(86400, "expected at most 86400 seconds (a day), e.g. 300").default(300),
   /** Days the nightly database backups on the volume are kept (the newest is always kept). */
   backupKeepDays: z.number({ invalid_type_error: "expected a number of days, e.g. 7" })
     .int("expected whole days, e.g. 7").min(1, "expected at least 1 day, e.g. 7").max(3650, "expected at most 3650 days, e.g. 7").default(7),

@@ -10,7 +10,7 @@ export interface DnsArgs {
   ipv4Address: pulumi.Input<string>;
   /** Address for the AAAA record; omitted when IPv6 is off. */
   ipv6Address?: pulumi.Input<string>;
-  /** Record TTL in seconds. @default 300 */
+  /** Record TTL in seconds (the `dnsTtl` setting). @default 300 */
   ttl?: number;
 }
 
@@ -38,19 +38,19 @@ export class Dns extends pulumi.ComponentResource {
   constructor(name: string, args: DnsArgs, opts?: pulumi.ComponentResourceOptions) {
     super("dropstack:index:Dns", name, {}, opts);
     this.zone = requireManagedDomain(args.domain, { parent: this });
-    const a = this.createRecord(`${name}-a`, "A", args.ipv4Address, args);
-    if (args.ipv6Address !== undefined) this.createRecord(`${name}-aaaa`, "AAAA", args.ipv6Address, args);
+    const a = this.createRecord(`${name}-a`, "A", args.ipv4Address, args, opts?.dependsOn);
+    if (args.ipv6Address !== undefined) this.createRecord(`${name}-aaaa`, "AAAA", args.ipv6Address, args, opts?.dependsOn);
     this.fqdn = a.fqdn;
     this.registerOutputs({ fqdn: this.fqdn });
   }
 
-  private createRecord(name: string, type: "A" | "AAAA", value: pulumi.Input<string>, args: DnsArgs): digitalocean.DnsRecord {
+  private createRecord(name: string, type: "A" | "AAAA", value: pulumi.Input<string>, args: DnsArgs, dependsOn: pulumi.ResourceOptions["dependsOn"]): digitalocean.DnsRecord {
     return new digitalocean.DnsRecord(name, {
       domain: this.zone,
       type,
       name: args.host,
       value,
       ttl: args.ttl ?? 300,
-    }, { parent: this });
+    }, { parent: this, dependsOn });
   }
 }

@@ -58,7 +58,7 @@ export class Firewall extends pulumi.ComponentResource {
       dropletIds: args.dropletIds.map(dropletNumber),
       inboundRules: inboundRules(args.sshAllowedCidrs, args.webFromLoadBalancer),
       outboundRules: pulumi.output(args.egress ?? []).apply((e) => outboundRules(e)),
-    }, { parent: this });
+    }, { parent: this, dependsOn: opts?.dependsOn });
     this.firewallId = fw.id;
     this.registerOutputs({ firewallId: this.firewallId });
   }

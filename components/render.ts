@@ -4,7 +4,7 @@ import type { EgressRule } from "./firewall";
 import { readRemoteFile, renderTemplate, withoutShebang } from "./shell";
 
 /** Placeholders filled with text the program rendered itself (not user input). */
-const RENDERED = new Set(["proxy", "headers", "routes", "forwarded_proto"]);
+const RENDERED = new Set(["proxy", "headers", "routes", "forwarded_proto", "tls_server"]);
 
 /** Values spliced into config files may not break out of their line or directive. */
 function inert(name: string, value: string): void {
@@ -39,8 +39,8 @@ const SECURITY_HEADERS = [
   "add_header Referrer-Policy strict-origin-when-cross-origin always;",
 ];
 
-/** The app's nginx site. nginx's own $variables pass through untouched. */
-export function renderNginxSite(s: SiteSettings): string {
+/** The proxy part of a server block: headers, body size, the app's routes (and a built client's). */
+function renderProxy(s: SiteSettings): string {
   const hsts = s.tls && s.hsts ? HSTS : "# HSTS off for this stack (dropstack:hsts)";
   const headers = (indent: string) => [...SECURITY_HEADERS, hsts].map((h) => indent + h).join("\n");
   if (s.apiPrefix !== undefined && !/^(?:\/[A-Za-z0-9._~-]+)+$/.test(s.apiPrefix)) throw new Error(`not an API prefix: ${JSON.stringify(s.apiPrefix)}`);
@@ -48,17 +48,38 @@ export function renderNginxSite(s: SiteSettings): string {
     ? renderTemplate(readRemoteFile("templates/nginx-routes-app.conf"), { app: s.app }, inert)
     : renderTemplate(readRemoteFile("templates/nginx-routes-client.conf"), { app: s.app, api_prefix: s.apiPrefix, headers: headers("        ") }, inert);
   // (behind the load balancer the request reached it over HTTPS: it says so in X-Forwarded-Proto)
-  const proxy = renderTemplate(readRemoteFile("templates/nginx-proxy.conf"), {
+  return renderTemplate(readRemoteFile("templates/nginx-proxy.conf"), {
     app: s.app, max_body_size: s.maxBodySize, headers: headers("    "), routes: routes.replace(/\n$/, ""),
     forwarded_proto: s.behindLoadBalancer ? "$http_x_forwarded_proto" : "$scheme",
   }, inert);
+}
+
+/** The app's nginx site. nginx's own $variables pass through untouched. */
+export function renderNginxSite(s: SiteSettings): string {
+  const proxy = renderProxy(s);
   if (s.behindLoadBalancer) {
     if (!/^\/[A-Za-z0-9._~/-]*$/.test(s.behindLoadBalancer.healthPath)) throw new Error(`not a health path: ${JSON.stringify(s.behindLoadBalancer.healthPath)}`);
     return renderTemplate(readRemoteFile("templates/nginx-site-lb.conf"),
-      { app: s.app, fqdn: s.fqdn, health_path: s.behindLoadBalancer.healthPath, proxy: proxy.replace(/\n$/, "") }, inert);
+      { app: s.app, app_var: s.app.replace(/-/g, "_"), fqdn: s.fqdn, health_path: s.behindLoadBalancer.healthPath, proxy: proxy.replace(/\n$/, "") }, inert);
   }
-  const template = readRemoteFile(s.tls ? "templates/nginx-site-tls.conf" : "templates/nginx-site-http.conf");
-  return renderTemplate(template, { app: s.app, fqdn: s.fqdn, proxy: proxy.replace(/\n$/, "") }, inert);
+  if (!s.tls) return renderTemplate(readRemoteFile("templates/nginx-site-http.conf"), { app: s.app, fqdn: s.fqdn, proxy: proxy.replace(/\n$/, "") }, inert);
+  return renderTemplate(readRemoteFile("templates/nginx-site-tls.conf"), { app: s.app, fqdn: s.fqdn, tls_server: tlsServer(s, proxy) }, inert);
+}
+
+/** The HTTPS server block of a droplet that serves the site itself (certbot's certificate for the name). */
+function tlsServer(s: SiteSettings, proxy: string): string {
+  return renderTemplate(readRemoteFile("templates/nginx-tls-server.conf"), { app: s.app, fqdn: s.fqdn, proxy: proxy.replace(/\n$/, "") }, inert);
+}
+
+/**
+ * Behind the load balancer, for a droplet that served the site itself before (a stack grown from
+ * one droplet, while it still has certbot's certificate): HTTPS straight to it, as it answered
+ * before, for clients that still have its address. Installed beside the site while the
+ * certificate exists; the handover step removes it (remote/handover.sh).
+ */
+export function renderDirectSite(s: Omit<SiteSettings, "tls" | "behindLoadBalancer">): string {
+  const direct = { ...s, tls: true };
+  return renderTemplate(readRemoteFile("templates/nginx-site-direct.conf"), { app: s.app, fqdn: s.fqdn, tls_server: tlsServer(direct, renderProxy(direct)) }, inert);
 }
 
 /** nginx's catch-all server and the ACME challenge snippet; behind a load balancer the app's site is the default server instead. */

@@ -1,6 +1,6 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
-import { renderNginxSite } from "./render";
+import { renderDirectSite, renderNginxSite } from "./render";
 import { OnServerArgs, remoteStep } from "./steps";
 
 export interface NginxSiteArgs extends OnServerArgs {
@@ -16,7 +16,7 @@ export interface NginxSiteArgs extends OnServerArgs {
   hsts: boolean;
   /** With a built client (served at /): the path prefix nginx hands to the app; unset: the app answers at /. @example "/api" */
   apiPrefix?: string;
-  /** One droplet of several behind the stack's load balancer: plain HTTP from it; its health path answers 503 while the droplet drains. Unset: the droplet serves the site itself. @example { healthPath: "/healthz" } */
+  /** One droplet of several behind the stack's load balancer: plain HTTP from it; its health path answers 503 while the droplet drains. A droplet that still has certbot's certificate (it served the site itself before the stack grew) also keeps serving HTTPS with it until the handover step. Unset: the droplet serves the site itself. @example { healthPath: "/healthz" } */
   behindLoadBalancer?: { healthPath: string };
 }
 
@@ -29,12 +29,15 @@ export class NginxSite extends pulumi.ComponentResource {
 
   constructor(name: string, args: NginxSiteArgs, opts?: pulumi.ComponentResourceOptions) {
     super("dropstack:index:NginxSite", name, {}, opts);
-    this.config = renderNginxSite({ app: args.app, fqdn: args.fqdn, tls: args.tls, maxBodySize: args.maxBodySize, hsts: args.hsts, apiPrefix: args.apiPrefix, behindLoadBalancer: args.behindLoadBalancer });
+    const site = { app: args.app, fqdn: args.fqdn, maxBodySize: args.maxBodySize, hsts: args.hsts, apiPrefix: args.apiPrefix };
+    this.config = renderNginxSite({ ...site, tls: args.tls, behindLoadBalancer: args.behindLoadBalancer });
+    // (behind the load balancer: the server for clients that still reach this droplet itself, installed only while it has certbot's certificate)
+    const direct: Record<string, string> = args.behindLoadBalancer ? { FQDN: args.fqdn, DIRECT_SITE: renderDirectSite(site) } : {};
     this.installed = remoteStep(`${name}-nginx`, {
       connection: args.connection,
       repairs: args.repairs,
       script: "site",
-      values: { APP: args.app, NGINX_SITE: this.config },
+      values: { APP: args.app, NGINX_SITE: this.config, ...direct },
       triggers: [args.dropletId],
     }, { parent: this, dependsOn: opts?.dependsOn });
     this.registerOutputs({ config: this.config });

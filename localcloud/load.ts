@@ -4,6 +4,7 @@
 // browsers and HTTP libraries make it (RFC 9112, 9.3.1; Node's request.reusedSocket): a request
 // sent on a kept-alive connection that the server closed before answering (nginx closes idle
 // connections when it reloads) goes again once on a new connection; the outcome says so.
+import * as dns from "dns";
 import * as https from "https";
 import * as tls from "tls";
 
@@ -15,13 +16,15 @@ export interface Outcome {
   ms: number;
   /** Set when the request was sent again: the error of the first try (its reused connection closed before any answer). */
   retried?: string;
+  /** The address the answer came from (unset when none came). */
+  address?: string;
 }
 
 export interface LoadTarget {
   /** Host name the site answers on (SNI, Host header). */
   host: string;
-  /** Address to connect to (the VM's loopback address). */
-  address: string;
+  /** Address to connect to (the VM's loopback address), or how to find it for each new connection (see `dnsResolver`). */
+  address: string | (() => Promise<string>);
   /** CA to trust (Pebble's root). */
   ca: string;
   /** Port; default 443. */
@@ -46,8 +49,11 @@ function send(t: LoadTarget, agent: https.Agent, timeoutMs: number, freshConnect
     const req = https.request({
       host: t.host, port: t.port ?? 443, servername: t.host, path: t.path, method: "GET", agent: freshConnection ? false : agent, ca: t.ca, timeout: timeoutMs,
       lookup: (_h, opts, cb) => {
-        if ((opts as { all?: boolean }).all) (cb as unknown as (e: null, a: { address: string; family: number }[]) => void)(null, [{ address: t.address, family: 4 }]);
-        else cb(null, t.address, 4);
+        const found = typeof t.address === "string" ? Promise.resolve(t.address) : t.address();
+        found.then((address) => {
+          if ((opts as { all?: boolean }).all) (cb as unknown as (e: null, a: { address: string; family: number }[]) => void)(null, [{ address, family: 4 }]);
+          else cb(null, address, 4);
+        }, (e: NodeJS.ErrnoException) => cb(e, "", 4));
       },
       checkServerIdentity: (host, cert) => tls.checkServerIdentity(host, cert),
     }, (res) => {
@@ -55,7 +61,8 @@ function send(t: LoadTarget, agent: https.Agent, timeoutMs: number, freshConnect
       let body = "";
       res.setEncoding("utf8");
       res.on("data", (c) => (body += c));
-      res.on("end", () => resolve({ outcome: { at: started, status: res.statusCode ?? 0, marker: t.marker ? t.marker(body) : "", ms: Date.now() - started }, closedBeforeAnswer: false }));
+      const address = res.socket?.remoteAddress;
+      res.on("end", () => resolve({ outcome: { at: started, status: res.statusCode ?? 0, marker: t.marker ? t.marker(body) : "", ms: Date.now() - started, address }, closedBeforeAnswer: false }));
       res.on("error", (e) => resolve({ outcome: { at: started, status: 0, marker: "", error: String(e), ms: Date.now() - started }, closedBeforeAnswer: false }));
     });
     req.on("timeout", () => req.destroy(new Error(`timeout after ${timeoutMs} ms`)));
@@ -65,6 +72,27 @@ function send(t: LoadTarget, agent: https.Agent, timeoutMs: number, freshConnect
     }));
     req.end();
   });
+}
+
+/**
+ * A resolver as a client's system has one: asks `server` ("127.0.0.1:<port>") for `name`'s A
+ * record and keeps the answer for `ttlSeconds` (the record's TTL) before it asks again.
+ */
+export function dnsResolver(server: string, name: string, ttlSeconds: number): () => Promise<string> {
+  const resolver = new dns.promises.Resolver({ timeout: 2000, tries: 2 });
+  resolver.setServers([server]);
+  let cached: { address: Promise<string>; until: number } | undefined;
+  return () => {
+    if (!cached || Date.now() >= cached.until) {
+      const address = resolver.resolve4(name).then((all) => {
+        if (!all.length) throw new Error(`no A record for ${name}`);
+        return all[0];
+      });
+      cached = { address, until: Date.now() + ttlSeconds * 1000 };
+      address.catch(() => (cached = undefined));
+    }
+    return cached.address;
+  };
 }
 
 /** Requests back to back over `connections` keep-alive connections until `stop` resolves. */

@@ -1,14 +1,15 @@
-// End to end with droplets > 1 on the local cloud: two VMs (then three, then two again) behind
+// End to end with droplets > 1 on the local cloud: one VM grown to two (then three, then two again) behind
 // the load balancer stand-in (HAProxy on the host with DigitalOcean's health-check semantics, TLS
 // with a certificate Pebble issued over DNS-01), the managed PostgreSQL stand-in, the sample app.
 // Not in `npm run test:e2e` by default (it boots three VMs, about 80 minutes here):
 //   DROPSTACK_E2E_FLEET=1 npm run test:e2e -- --grep fleet
 import * as assert from "assert";
+import { execFile } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 import { product, writeResults } from "../../bench/report";
 import { UpResult } from "../../localcloud/engine";
-import { appVersion, closedLoop, describeFailures, failures, LoadTarget, underLoad as whileLoaded } from "../../localcloud/load";
+import { appVersion, closedLoop, describeFailures, dnsResolver, failures, LoadTarget, underLoad as whileLoaded } from "../../localcloud/load";
 import { LOCAL_FQDN, localConfig } from "../../localcloud/localStack";
 import { LocalSession } from "../../localcloud/session";
 import { sshOutput } from "../../localcloud/ssh";
@@ -20,16 +21,19 @@ const SEED_DUMP = path.join(PROJECT_DIR, "test", "fixtures", "seed.dump");
 const measured: [string, string][] = [];
 /** Fast health checks (the e2e waits on them): DigitalOcean's minimum interval and timeout, 2 checks either way. */
 const LB = { lbCheckInterval: 3, lbResponseTimeout: 3, lbHealthyThreshold: 2, lbUnhealthyThreshold: 2 };
+/** The records' TTL: DigitalOcean's lowest, so that the handover from one droplet waits 30 + 30 s. */
+const TTL = 30;
 
 (process.env.DROPSTACK_E2E_FLEET === "1" ? describe : describe.skip)("fleet: droplets > 1 behind the load balancer on the local cloud", function () {
   let session: LocalSession;
   let last: UpResult;
-  let droplets = 2;
+  let droplets = 1;
 
   const config = (n: number) => (pebble: LocalSession["pebble"], app: string) => localConfig(pebble, {
     appSource: app,
     droplets: n,
-    ...LB,
+    ...(n > 1 ? LB : {}),
+    dnsTtl: TTL,
     // (the local cloud's managed PostgreSQL is Debian's on this host: 15)
     database: "managed",
     databaseVersion: "15",
@@ -61,11 +65,60 @@ const LB = { lbCheckInterval: 3, lbResponseTimeout: 3, lbHealthyThreshold: 2, lb
     return [...hosts].sort();
   };
 
+  /** One HTTPS request for the site's name to `address` (a droplet's own, say): the status, 0 when none came. */
+  const direct = (address: string) => new Promise<number>((resolve) => {
+    execFile("curl", ["-sS", "--max-time", "20", "--cacert", session.rootCa, "--resolve", `${LOCAL_FQDN}:443:${address}`, "-o", "/dev/null", "-w", "%{http_code}", `https://${LOCAL_FQDN}/`],
+      (_e, stdout) => resolve(Number(stdout) || 0));
+  });
+
   before(async function () {
     this.timeout(90 * 60_000);
-    session = await LocalSession.start({ stack: "fleet", log, config: config(2) });
+    session = await LocalSession.start({ stack: "fleet", log, config: config(1) });
     last = session.first;
-    measured.push(["first up with 2 droplets (in parallel)", `${session.firstUpSeconds.toFixed(1)} s`]);
+    measured.push(["first up with 1 droplet", `${session.firstUpSeconds.toFixed(1)} s`]);
+  });
+
+  it("grows from one droplet to two with no failed request for a client that resolves the name and keeps the answer for the TTL; the first droplet serves HTTPS itself until the handover, then only through the load balancer, and its certificate goes", async () => {
+    const first = session.ip;
+    assert.strictEqual(session.siteIp, first, "one droplet: the name points at it");
+    assert.strictEqual(await direct(first), 200);
+    droplets = 2;
+    session.cloud.configure(config(2)(session.pebble, session.appDir));
+    const resolve = dnsResolver(session.pebble.dnsServer, LOCAL_FQDN, TTL);
+    const lookup = dnsResolver(session.pebble.dnsServer, LOCAL_FQDN, 0);
+    const t = Date.now();
+    let handover = 0;
+    const grow = await whileLoaded({ ...target(), address: resolve }, async () => {
+      const up = session.cloud.up();
+      let failed: unknown;
+      up.catch((e) => (failed = e));
+      // once the name points at the load balancer, the first droplet still answers HTTPS itself
+      await waitUntil("the name to move to the load balancer", 60 * 60_000, async () => {
+        if (failed) throw failed;
+        return (await lookup().catch(() => first)) !== first ? true : undefined;
+      }, { intervalMs: 500 });
+      handover = await direct(first);
+      return up;
+    }, 2);
+    assert.ok(grow.result, `up to 2 failed: ${grow.error}`);
+    last = grow.result;
+    session.follow(grow.result, "deploy");
+    measured.push(["up from 1 to 2 droplets", `${((Date.now() - t) / 1000).toFixed(1)} s, ${grow.outcomes.length} requests`]);
+    assert.strictEqual(failures(grow.outcomes).length, 0, describeFailures(grow.outcomes));
+    assert.strictEqual(handover, 200, "the first droplet served HTTPS itself after the name had moved");
+    const lbIp = session.siteIp;
+    assert.notStrictEqual(lbIp, first);
+    const from = [...new Set(grow.outcomes.map((o) => o.address))];
+    assert.deepStrictEqual(from, [first, lbIp], "the client went from the droplet to the load balancer");
+    const order = grow.result.steps.map((x) => x.name);
+    for (const [before, after] of [["roll", "dns-a"], ["dns-a", "handover-finish"], ["handover-finish", "firewall-fw"]]) {
+      assert.ok(order.indexOf(before) >= 0 && order.indexOf(before) < order.indexOf(after), `${before} before ${after}: ${order.join(", ")}`);
+    }
+    const finish = grow.result.resources.find((x) => x.name === "handover-finish");
+    assert.match(String(finish?.state.stderr), new RegExp(`serving HTTPS here for ${TTL + 30} s more[^]*stopped serving HTTPS here[^]*deleted certbot's certificate`), String(finish?.state.stderr));
+    assert.strictEqual(await direct(first), 0, "the first droplet no longer answers HTTPS itself");
+    assert.strictEqual((await onDroplet(0, `sudo sh -c 'ls /etc/letsencrypt/live/${LOCAL_FQDN} /etc/letsencrypt/renewal/${LOCAL_FQDN}.conf 2>/dev/null | wc -l'`)).trim(), "0", "certbot's certificate and renewal are gone");
+    assert.strictEqual((await onDroplet(0, "sudo dropstack-check >/dev/null && echo clean || echo drift")).trim(), "clean", "what the handover removed is no longer dropstack's");
   });
 
   after(async function () {
@@ -92,7 +145,7 @@ const LB = { lbCheckInterval: 3, lbResponseTimeout: 3, lbHealthyThreshold: 2, lb
       const ports = (await onDroplet(i, "sudo ss -Hltn")).trim().split("\n").map((l) => l.trim().split(/\s+/)[3])
         .filter((a) => !/^(127\.|\[::1\]|::1)/.test(a)).map((a) => Number(a.slice(a.lastIndexOf(":") + 1)));
       assert.deepStrictEqual([...new Set(ports)].sort((a, b) => a - b), [22, 80], `droplet ${i + 1}: TLS ends at the load balancer`);
-      assert.strictEqual((await onDroplet(i, "test -e /etc/letsencrypt/live && echo certbot || echo none")).trim(), "none");
+      assert.strictEqual((await onDroplet(i, `sudo test -e /etc/letsencrypt/live/${LOCAL_FQDN} && echo certbot || echo none`)).trim(), "none");
     }
   });
 

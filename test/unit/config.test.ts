@@ -122,6 +122,7 @@ const BAD: [string, Record<string, unknown>, string, RegExp][] = [
   ["env also in secretEnv", { env: { A: "1" }, secretEnv: { A: "2" } }, "env", /one of them/],
   ["health path without slash", { healthPath: "healthz" }, "healthPath", /starting with \//],
   ["keepReleases 1", { keepReleases: 1 }, "keepReleases", /at least 2/],
+  ["dnsTtl below DigitalOcean's lowest", { dnsTtl: 10 }, "dnsTtl", /at least 30 seconds/],
   ["max body size with unit typo", { maxBodySize: "10mb" }, "maxBodySize", /nginx size/],
   ["unknown setting (typo)", { regoin: "fra1" }, "regoin", /not a dropstack setting/],
   ["tags with spaces", { tags: ["my tag"] }, "tags", /tags of letters/],

@@ -75,6 +75,31 @@ describe("program with droplets: 2", () => {
     ]);
   });
 
+  it("grown from one droplet, hands the name over: the record moves after the roll, the first droplet serves HTTPS itself for the TTL after that, and only then does the firewall close its HTTPS", async () => {
+    const r = await runFake({ overrides: { ...FLEET, dnsTtl: 120 } });
+    const at = (name: string) => r.resources.findIndex((x) => x.name === name);
+    for (const name of ["roll", "dns-a", "handover-finish", "firewall-fw"]) assert.ok(at(name) >= 0, `${name} exists`);
+    assert.ok(at("roll") < at("dns-a") && at("dns-a") < at("handover-finish") && at("handover-finish") < at("firewall-fw"),
+      `roll, then the record, then the handover, then the firewall: ${r.resources.map((x) => x.name).join(", ")}`);
+    assert.strictEqual(byName(r, "dns-a").inputs.ttl, 120);
+    const handover = byName(r, "handover-finish");
+    assert.strictEqual((plain(handover.inputs.connection) as { host: string }).host, dropletIpv4("server-droplet"), "on the first droplet");
+    assert.deepStrictEqual(stdinOf(handover), { APP: "app", FQDN: "staging.example.com", WAIT_SECONDS: "150", ADDRESS: LB_IPV4 });
+    // every droplet's site carries the server a droplet with certbot's certificate keeps until then
+    for (const step of ["site-nginx", "site-2-nginx"]) {
+      const values = stdinOf(byName(r, step));
+      assert.strictEqual(values.FQDN, "staging.example.com");
+      assert.match(values.DIRECT_SITE, /listen 443 ssl http2;[^]*ssl_certificate \/etc\/letsencrypt\/live\/staging\.example\.com\/fullchain\.pem;/);
+    }
+    // one droplet: the record first (the certificate's challenge needs it), no handover
+    const one = await runFake({ overrides: { database: "managed" } });
+    const oneAt = (name: string) => one.resources.findIndex((x) => x.name === name);
+    assert.ok(oneAt("dns-a") >= 0 && oneAt("dns-a") < oneAt("certificate-certbot"));
+    assert.strictEqual(oneAt("handover-finish"), -1);
+    assert.strictEqual(byName(one, "dns-a").inputs.ttl, 300, "DigitalOcean's usual 300 s unless dnsTtl says otherwise");
+    assert.deepStrictEqual(Object.keys(stdinOf(byName(one, "site-nginx"))).sort(), ["APP", "NGINX_SITE"], "one droplet's site step is as before");
+  });
+
   it("provisions each droplet over its own connection, behind the load balancer: no certbot, the site as nginx's default server on port 80", async () => {
     const r = await runFake({ overrides: FLEET });
     const names = r.resources.filter((x) => x.type === COMMAND).map((x) => x.name);
@@ -150,13 +175,16 @@ describe("program with droplets: 2", () => {
   });
 });
 
-/** GET through nginx: status, body. */
-function get(port: number, urlPath: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
+/** The test's stand-in for the load balancer's VPC address: the rendered site counts it as the VPC's. */
+const FROM_VPC = "127.0.0.2";
+
+/** GET through nginx (from the VPC's stand-in unless `from` says otherwise): status, body, headers. */
+function get(port: number, urlPath: string, headers: Record<string, string> = {}, from = FROM_VPC): Promise<{ status: number; body: string; headers: http.IncomingHttpHeaders }> {
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: "127.0.0.1", port, path: urlPath, headers, agent: false }, (res) => {
+    const req = http.request({ host: "127.0.0.1", port, path: urlPath, headers, agent: false, localAddress: from }, (res) => {
       let body = "";
       res.on("data", (c) => (body += c));
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers }));
     });
     req.on("error", reject);
     req.end();
@@ -195,7 +223,8 @@ describe("the site behind the load balancer, under nginx", function () {
       .split("/srv/shop/").join(`${dir}/srv/shop/`)
       .split("/run/dropstack-shop/drain").join(drainFlag)
       .replace(/listen 80( default_server)?;/g, (_m, d) => `listen 127.0.0.1:${port}${d ?? ""};`)
-      .replace(/\n\s*listen \[::\]:80[^\n]*/g, "");
+      .replace(/\n\s*listen \[::\]:80[^\n]*/g, "")
+      .replace(/(\n\s*)(10\.0\.0\.0\/8 1;)/, `$1${FROM_VPC}/32 1;$1$2`);
     const site = renderNginxSite({ app: "shop", fqdn: "shop.example.com", tls: true, maxBodySize: "10m", hsts: true, behindLoadBalancer: { healthPath: "/healthz" } });
     fs.writeFileSync(path.join(dir, "00-default.conf"), move(renderNginxDefault(true).defaultServer));
     fs.writeFileSync(path.join(dir, "site.conf"), move(site));
@@ -244,7 +273,16 @@ describe("the site behind the load balancer, under nginx", function () {
   it("passes the load balancer's X-Forwarded-Proto to the app; a client outside the private networks cannot set its own address", async () => {
     const r = JSON.parse((await get(port, "/", { Host: "shop.example.com", "X-Forwarded-Proto": "https", "X-Forwarded-For": "198.51.100.7" })).body);
     assert.strictEqual(r.proto, "https");
-    assert.strictEqual(r.realIp, "127.0.0.1", "loopback is not the VPC: its X-Forwarded-For is not trusted");
+    assert.strictEqual(r.realIp, FROM_VPC, "loopback is not a private network: its X-Forwarded-For is not trusted");
+  });
+
+  it("sends a request from outside the VPC (one that did not come through the load balancer) to the name over HTTPS; the app does not see it", async () => {
+    for (const urlPath of ["/notes?page=2", "/healthz"]) {
+      const r = await get(port, urlPath, { Host: "shop.example.com", "X-Forwarded-Proto": "https" }, "127.0.0.1");
+      assert.strictEqual(r.status, 301, urlPath);
+      assert.strictEqual(r.headers.location, `https://shop.example.com${urlPath}`);
+      assert.doesNotMatch(r.body, /"path"/, "not the app's answer");
+    }
   });
 
   it("lb-checks.sh counts the health answers nginx logged: a run of failed checks after the mark, broken by a pass", async () => {

@@ -6,7 +6,7 @@ import * as os from "os";
 import * as path from "path";
 import * as YAML from "yaml";
 import {
-  renderCloudConfig, renderEnvJson, renderGunicornConf, renderHardening, renderNftables, renderNginxDefault, renderNginxSite, renderSshdConfig,
+  renderCloudConfig, renderEnvJson, renderGunicornConf, renderHardening, renderNftables, renderNginxDefault, renderNginxSite, renderDirectSite, renderSshdConfig,
   renderDbScript, renderSupervisorSlot, renderSwitchScript,
 } from "../../components/render";
 import { encodeValues, LOCAL_DIR, localScriptText, readRemoteFile, renderTemplate, scriptText, shellQuote, stepCommand } from "../../components/shell";
@@ -50,6 +50,17 @@ describe("nginx configuration", () => {
 
   it("the HTTPS site and the default server pass nginx -t", () => {
     const r = nginxTest({ "default.conf": renderNginxDefault().defaultServer, "site.conf": renderNginxSite(site) }, site.fqdn);
+    assert.ok(r.ok, r.output);
+  });
+
+  it("behind the load balancer, a droplet grown from one: the site, its own HTTPS server beside it and the default server pass nginx -t together", () => {
+    const lbSite = renderNginxSite({ ...site, behindLoadBalancer: { healthPath: "/healthz" } });
+    const direct = renderDirectSite(site);
+    assert.match(direct, /listen 443 ssl/);
+    assert.match(direct, /ssl_certificate \/etc\/letsencrypt\/live\/api\.example\.com\/fullchain\.pem;/);
+    assert.match(direct, /X-Forwarded-Proto \$scheme;/, "the droplet's own HTTPS says so to the app");
+    assert.doesNotMatch(direct, /^upstream /m, "it proxies to the site's upstream");
+    const r = nginxTest({ "default.conf": renderNginxDefault(true).defaultServer, "site.conf": lbSite, "direct.conf": direct }, site.fqdn);
     assert.ok(r.ok, r.output);
   });
 
