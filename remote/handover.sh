@@ -13,6 +13,20 @@ require V_APP V_FQDN V_WAIT_SECONDS
 [[ $V_FQDN =~ ^[a-z0-9.-]{1,253}$ ]] || die "bad host name"
 [[ $V_WAIT_SECONDS =~ ^[0-9]{1,6}$ ]] || die "WAIT_SECONDS must be seconds"
 
+# forget_owned PATH...: the paths are no longer dropstack's (this step removed them on purpose):
+# their lines go from every step's manifest, so that dropstack-check does not report them missing.
+forget_owned() {
+  local f tmp
+  for f in "$MANIFESTS"/*; do
+    [ -f "$f" ] || continue
+    tmp=$(mktemp "$MANIFESTS/.forget.XXXXXX")
+    awk -v paths="$*" 'BEGIN { n = split(paths, list, " "); for (i = 1; i <= n; i++) gone[list[i]] = 1 }
+      !(($1 == "file" && ($5 in gone)) || ($1 == "link" && ($3 in gone)))' "$f" >"$tmp"
+    chmod 600 "$tmp"
+    mv -f "$tmp" "$f"
+  done
+}
+
 available=/etc/nginx/sites-available/dropstack-$V_APP-direct.conf
 enabled=/etc/nginx/sites-enabled/dropstack-$V_APP-direct.conf
 if [ -e "$available" ] || [ -L "$enabled" ]; then

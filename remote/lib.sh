@@ -108,20 +108,6 @@ owned_elsewhere() {
   return 1
 }
 
-# forget_owned PATH...: the paths are no longer dropstack's (a step removed them on purpose): their
-# lines go from every step's manifest, so that dropstack-check does not report them missing.
-forget_owned() {
-  local f tmp
-  for f in "$MANIFESTS"/*; do
-    [ -f "$f" ] || continue
-    tmp=$(mktemp "$MANIFESTS/.forget.XXXXXX")
-    awk -v paths="$*" 'BEGIN { n = split(paths, list, " "); for (i = 1; i <= n; i++) gone[list[i]] = 1 }
-      !(($1 == "file" && ($5 in gone)) || ($1 == "link" && ($3 in gone)))' "$f" >"$tmp"
-    chmod 600 "$tmp"
-    mv -f "$tmp" "$f"
-  done
-}
-
 # ensure_dir PATH MODE OWNER:GROUP
 ensure_dir() {
   local dir=$1 mode=$2 owner=$3
