@@ -110,16 +110,25 @@ export async function closedLoop(t: LoadTarget, stop: Promise<unknown>, opts: { 
   return outcomes.sort((a, b) => a.at - b.at);
 }
 
-/** Sends `rate` requests per second, evenly spaced, for `seconds`; every outcome recorded. */
-export async function openLoop(t: LoadTarget, rate: number, seconds: number, opts: { keepAlive?: boolean; timeoutMs?: number } = {}): Promise<Outcome[]> {
+/** Sends `rate` requests per second, evenly spaced, for `seconds` or until `until` resolves; every outcome recorded. */
+export async function openLoop(t: LoadTarget, rate: number, until: number | Promise<unknown>, opts: { keepAlive?: boolean; timeoutMs?: number } = {}): Promise<Outcome[]> {
   const agent = new https.Agent({ keepAlive: opts.keepAlive ?? true, maxSockets: 64 });
-  const total = Math.round(rate * seconds);
+  const total = typeof until === "number" ? Math.round(rate * until) : Infinity;
+  let stopped = false;
+  let wake: (() => void) | undefined;
+  if (typeof until !== "number") until.then(() => { stopped = true; wake?.(); }, () => { stopped = true; wake?.(); });
   const start = Date.now();
   const pending: Promise<Outcome>[] = [];
-  for (let i = 0; i < total; i++) {
-    const due = start + (i * 1000) / rate;
-    const wait = due - Date.now();
-    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+  for (let i = 0; i < total && !stopped; i++) {
+    const wait = start + (i * 1000) / rate - Date.now();
+    if (wait > 0) {
+      await new Promise<void>((r) => {
+        const timer = setTimeout(r, wait);
+        wake = () => { clearTimeout(timer); r(); };
+      });
+      wake = undefined;
+      if (stopped) break;
+    }
     pending.push(requestOnce(t, agent, opts.timeoutMs ?? 15_000));
   }
   const outcomes = await Promise.all(pending);
@@ -149,11 +158,15 @@ export function describeFailures(outcomes: Outcome[], n = 5): string {
   return failures(outcomes).slice(0, n).map((x) => `${x.status} ${x.error ?? ""}`).join("; ");
 }
 
-/** Runs `action` while `connections` closed-loop clients keep requesting `t`: its result or error, and every outcome. */
-export async function underLoad<T>(t: LoadTarget, action: () => Promise<T>, connections = 1): Promise<{ result?: T; error?: unknown; outcomes: Outcome[] }> {
+/**
+ * Runs `action` while `t` is under load: `connections` closed-loop clients (a number), or
+ * `{ rate }` requests a second in an open loop (they leave the CPU to the rest). Its result or
+ * error, and every outcome.
+ */
+export async function underLoad<T>(t: LoadTarget, action: () => Promise<T>, load: number | { rate: number } = 1): Promise<{ result?: T; error?: unknown; outcomes: Outcome[] }> {
   let finish!: () => void;
   const stop = new Promise<void>((r) => (finish = r));
-  const load = closedLoop(t, stop, { connections });
+  const outcomes = typeof load === "number" ? closedLoop(t, stop, { connections: load }) : openLoop(t, load.rate, stop);
   let result: T | undefined;
   let error: unknown;
   try {
@@ -162,5 +175,5 @@ export async function underLoad<T>(t: LoadTarget, action: () => Promise<T>, conn
     error = e;
   }
   finish();
-  return { result, error, outcomes: await load };
+  return { result, error, outcomes: await outcomes };
 }

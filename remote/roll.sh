@@ -32,6 +32,29 @@ staged=$(cat "$state/staged" 2>/dev/null || true)
 mode=${V_MODE:-forward}
 back_window=$(( (V_HEALTHY_THRESHOLD + 1) * V_CHECK_INTERVAL + V_CHECK_TIMEOUT ))
 
+# out_of_rotation: the drain flag; waits until the load balancer has seen the droplet fail (or as
+# long as it would need).
+out_of_rotation() {
+  local mark
+  mark=$(log_size)
+  drain
+  CHANGED=1
+  wait_checks 503 "$V_UNHEALTHY_THRESHOLD" "$mark" "draining" \
+    || log "draining: saw no $V_UNHEALTHY_THRESHOLD failed checks in nginx's log within the load balancer's window; it has had that long to take the droplet out"
+}
+
+# switch_or_die REFUSED COMMAND...: the switch (COMMAND, through the health gate) while out of
+# rotation; when it is refused, the droplet is back in rotation on what it serves and the turn
+# fails with REFUSED.
+switch_or_die() {
+  local refused=$1
+  shift
+  if ! "$@" >/dev/null; then
+    rm -f "$drain_flag"
+    die "$refused"
+  fi
+}
+
 # back_in_rotation WHAT: the drain flag goes; waits until the load balancer has seen the droplet pass.
 back_in_rotation() {
   local mark
@@ -52,18 +75,14 @@ if [ "$mode" = back ]; then
   fi
   previous=$(readlink "$root/previous" 2>/dev/null || true)
   previous=${previous##*/}
-  mark=$(log_size)
-  drain
-  CHANGED=1
   if [ -z "$previous" ] || [ "$previous" = "$id" ]; then
+    drain
+    CHANGED=1
     die "release $id is the first on this droplet: there is no previous release to switch back to, so it stays out of rotation (drained) until the next up"
   fi
-  wait_checks 503 "$V_UNHEALTHY_THRESHOLD" "$mark" "draining" \
-    || log "draining: saw no $V_UNHEALTHY_THRESHOLD failed checks in nginx's log within the load balancer's window; it has had that long to take the droplet out"
-  if ! /usr/local/sbin/dropstack-rollback "$previous" --by "$V_TRIGGERED_BY" >/dev/null; then
-    rm -f "$drain_flag"
-    die "switching back to $previous was refused on this droplet; $id keeps serving and the droplet is back in rotation"
-  fi
+  out_of_rotation
+  switch_or_die "switching back to $previous was refused on this droplet; $id keeps serving and the droplet is back in rotation" \
+    /usr/local/sbin/dropstack-rollback "$previous" --by "$V_TRIGGERED_BY"
   back_in_rotation "release $previous is live here again"
   echo "back=$previous"
   finish
@@ -82,20 +101,11 @@ if [ "${staged%% *}" != "$id" ]; then
   log "release $id is built here but not staged (a switch-back stopped it): the switch boots it again"
 fi
 
-# ---- out of rotation
-mark=$(log_size)
-drain
-CHANGED=1
-wait_checks 503 "$V_UNHEALTHY_THRESHOLD" "$mark" "draining" \
-  || log "draining: saw no $V_UNHEALTHY_THRESHOLD failed checks in nginx's log within the load balancer's window; it has had that long to take the droplet out"
-
-# ---- the staged release goes live (health gate again, atomic switch, old slot drained and stopped)
-if ! /usr/local/sbin/dropstack-switch "$id" --commit --by "$V_TRIGGERED_BY" >/dev/null; then
-  rm -f "$drain_flag"
-  die "release $id was refused on this droplet; ${live:-nothing} keeps serving and the droplet is back in rotation"
-fi
-
-# ---- back in rotation
+# out of rotation; the staged release goes live (health gate again, atomic switch, old slot drained
+# and stopped); back in rotation
+out_of_rotation
+switch_or_die "release $id was refused on this droplet; ${live:-nothing} keeps serving and the droplet is back in rotation" \
+  /usr/local/sbin/dropstack-switch "$id" --commit --by "$V_TRIGGERED_BY"
 back_in_rotation "release $id is live here"
 echo "rolled=$id"
 finish

@@ -44,8 +44,10 @@ const TTL = 30;
   });
   const bumpVersion = () => session.bumpVersion();
   const target = (): LoadTarget => ({ host: LOCAL_FQDN, address: session.siteIp, ca: fs.readFileSync(session.rootCa, "utf8"), path: "/", marker: appVersion });
-  /** Runs `action` while two clients keep requesting through the load balancer. */
-  const underLoad = <T>(action: () => Promise<T>) => whileLoaded(target(), action, 2);
+  /** Steady load: 20 requests a second, evenly spaced (an open loop leaves the CPU to the VMs). */
+  const LOAD = { rate: 20 };
+  /** Runs `action` under steady load through the load balancer. */
+  const underLoad = <T>(action: () => Promise<T>) => whileLoaded(target(), action, LOAD);
   const dropletIds = (up: UpResult) => [...Array(droplets).keys()].map((i) => session.dropletIdOf(up, i));
   const onDroplet = (i: number, command: string) => sshOutput(session.dropletConnection(last, i), command, { timeoutMs: 5 * 60_000 });
   const liveRelease = async (i: number) => (await onDroplet(i, "readlink /srv/app/current")).trim().split("/").pop();
@@ -99,7 +101,7 @@ const TTL = 30;
       }, { intervalMs: 500 });
       handover = await direct(first);
       return up;
-    }, 2);
+    }, LOAD);
     assert.ok(grow.result, `up to 2 failed: ${grow.error}`);
     last = grow.result;
     session.follow(grow.result, "deploy");

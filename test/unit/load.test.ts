@@ -8,7 +8,8 @@ import * as https from "https";
 import * as net from "net";
 import * as os from "os";
 import * as path from "path";
-import { closedLoop, failures } from "../../localcloud/load";
+import { closedLoop, failures, underLoad } from "../../localcloud/load";
+import { waitUntil } from "../../localcloud/util";
 
 describe("local cloud: the load client", () => {
   let dir: string;
@@ -49,6 +50,24 @@ describe("local cloud: the load client", () => {
       assert.strictEqual(failures(outcomes).length, 0, JSON.stringify(outcomes));
       assert.ok(outcomes.some((o) => o.retried && /socket hang up|ECONNRESET/.test(o.retried)), `one outcome says it was retried: ${JSON.stringify(outcomes)}`);
       assert.ok(outcomes.filter((o) => o.retried).length < outcomes.length);
+    } finally {
+      server.close();
+    }
+  });
+
+  it("under open-loop load, sends requests while the action runs and none after it; each outcome names the address that answered", async () => {
+    let served = 0;
+    const { server, port } = await serve(() => {
+      served++;
+      return 200;
+    });
+    try {
+      const run = await underLoad(target(port), () => waitUntil("10 requests served", 30_000, () => (served >= 10 ? "done" : undefined), { intervalMs: 20 }), { rate: 50 });
+      assert.strictEqual(run.result, "done");
+      assert.ok(run.outcomes.length >= 10, `${run.outcomes.length} outcomes`);
+      assert.strictEqual(served, run.outcomes.length, "every request sent was recorded, and none went out after the action");
+      assert.strictEqual(failures(run.outcomes).length, 0);
+      assert.deepStrictEqual([...new Set(run.outcomes.map((o) => o.address))], ["127.0.0.1"]);
     } finally {
       server.close();
     }
