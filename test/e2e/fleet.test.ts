@@ -1,7 +1,7 @@
 // End to end with droplets > 1 on the local cloud: one VM grown to two (then three, then two again) behind
 // the load balancer stand-in (HAProxy on the host with DigitalOcean's health-check semantics, TLS
 // with a certificate Pebble issued over DNS-01), the managed PostgreSQL stand-in, the sample app.
-// Not in `npm run test:e2e` by default (it boots three VMs, about 80 minutes here):
+// Not in `npm run test:e2e` by default (it boots three VMs one after the other, about an hour here):
 //   DROPSTACK_E2E_FLEET=1 npm run test:e2e -- --grep fleet
 import * as assert from "assert";
 import { execFile } from "child_process";
