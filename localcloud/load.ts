@@ -89,7 +89,9 @@ export function dnsResolver(server: string, name: string, ttlSeconds: number): (
         return all[0];
       });
       cached = { address, until: Date.now() + ttlSeconds * 1000 };
-      address.catch(() => (cached = undefined));
+      address.catch(() => {
+        if (cached?.address === address) cached = undefined;
+      });
     }
     return cached.address;
   };
@@ -116,7 +118,11 @@ export async function openLoop(t: LoadTarget, rate: number, until: number | Prom
   const total = typeof until === "number" ? Math.round(rate * until) : Infinity;
   let stopped = false;
   let wake: (() => void) | undefined;
-  if (typeof until !== "number") until.then(() => { stopped = true; wake?.(); }, () => { stopped = true; wake?.(); });
+  const stop = () => {
+    stopped = true;
+    wake?.();
+  };
+  if (typeof until !== "number") until.then(stop, stop);
   const start = Date.now();
   const pending: Promise<Outcome>[] = [];
   for (let i = 0; i < total && !stopped; i++) {
