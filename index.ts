@@ -231,7 +231,6 @@ if (fleet && lb) {
     app: cfg.appName,
     fqdn: cfg.fqdn,
     ttl: cfg.dnsTtl,
-    address: lb.ip,
   }, { dependsOn: [fleetDns] });
   new Firewall("firewall", firewallArgs, { dependsOn: [handover] });
 }

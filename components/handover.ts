@@ -12,8 +12,6 @@ export interface HandoverArgs extends OnServerArgs {
   fqdn: string;
   /** The record's TTL in seconds: how long resolvers may keep the first droplet's address after the name moved. @example 300 */
   ttl: number;
-  /** Where the name points now (the load balancer's address): a new address hands over again. @example "203.0.113.9" */
-  address: pulumi.Input<string>;
 }
 
 /**
@@ -33,7 +31,7 @@ export class Handover extends pulumi.ComponentResource {
       connection: args.connection,
       repairs: args.repairs,
       script: "handover",
-      values: { APP: args.app, FQDN: args.fqdn, WAIT_SECONDS: String(args.ttl + HANDOVER_MARGIN_SECONDS), ADDRESS: args.address },
+      values: { APP: args.app, FQDN: args.fqdn, WAIT_SECONDS: String(args.ttl + HANDOVER_MARGIN_SECONDS) },
       triggers: [args.dropletId],
     }, { parent: this, dependsOn: opts?.dependsOn });
     this.registerOutputs({});
