@@ -51,7 +51,7 @@ function renderProxy(s: SiteSettings): string {
   return renderTemplate(readRemoteFile("templates/nginx-proxy.conf"), {
     app: s.app, max_body_size: s.maxBodySize, headers: headers("    "), routes: routes.replace(/\n$/, ""),
     forwarded_proto: s.behindLoadBalancer ? "$http_x_forwarded_proto" : "$scheme",
-  }, inert);
+  }, inert).replace(/\n$/, "");
 }
 
 /** The app's nginx site. nginx's own $variables pass through untouched. */
@@ -60,15 +60,15 @@ export function renderNginxSite(s: SiteSettings): string {
   if (s.behindLoadBalancer) {
     if (!/^\/[A-Za-z0-9._~/-]*$/.test(s.behindLoadBalancer.healthPath)) throw new Error(`not a health path: ${JSON.stringify(s.behindLoadBalancer.healthPath)}`);
     return renderTemplate(readRemoteFile("templates/nginx-site-lb.conf"),
-      { app: s.app, app_var: s.app.replace(/-/g, "_"), fqdn: s.fqdn, health_path: s.behindLoadBalancer.healthPath, proxy: proxy.replace(/\n$/, "") }, inert);
+      { app: s.app, app_var: s.app.replace(/-/g, "_"), fqdn: s.fqdn, health_path: s.behindLoadBalancer.healthPath, proxy }, inert);
   }
-  if (!s.tls) return renderTemplate(readRemoteFile("templates/nginx-site-http.conf"), { app: s.app, fqdn: s.fqdn, proxy: proxy.replace(/\n$/, "") }, inert);
+  if (!s.tls) return renderTemplate(readRemoteFile("templates/nginx-site-http.conf"), { app: s.app, fqdn: s.fqdn, proxy }, inert);
   return renderTemplate(readRemoteFile("templates/nginx-site-tls.conf"), { app: s.app, fqdn: s.fqdn, tls_server: tlsServer(s, proxy) }, inert);
 }
 
 /** The HTTPS server block of a droplet that serves the site itself (certbot's certificate for the name). */
 function tlsServer(s: SiteSettings, proxy: string): string {
-  return renderTemplate(readRemoteFile("templates/nginx-tls-server.conf"), { app: s.app, fqdn: s.fqdn, proxy: proxy.replace(/\n$/, "") }, inert);
+  return renderTemplate(readRemoteFile("templates/nginx-tls-server.conf"), { app: s.app, fqdn: s.fqdn, proxy }, inert);
 }
 
 /**
